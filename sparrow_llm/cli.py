@@ -1,0 +1,142 @@
+"""The `sparrow-llm` command: parses flags into one Settings object and calls a `run_*` path."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .config import ConfigError, Settings
+
+__all__ = ["main", "build_parser"]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated user ids, got {text!r}") from None
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("store and bridge (override SPARROW_LLM_* variables)")
+    g.add_argument("--store", choices=("file", "redis"), help="where ranked lists go (default: file)")
+    g.add_argument("--store-dir", type=Path, help="file store root (default: <web root>/modeldata/sparrow-llm)")
+    g.add_argument("--redis-host")
+    g.add_argument("--redis-port", type=int)
+    g.add_argument("--connect-file", type=Path, help="the launcher's connect file (port + token)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("-v", "--verbose", action="store_true")
+
+
+def _users(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--users", type=_int_list, help="comma-separated user ids (default: all users)")
+    parser.add_argument("--sample", type=int, help="a seeded random sample of this many users")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparrow-llm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="start the host with the bridge, rank every user, serve the lists")
+    p.add_argument("--model", default="recent", help="plugin model to run (default: recent)")
+    p.add_argument("--check", action="store_true", help="verify the served order over HTTP, then exit")
+    p.add_argument("--user", type=int, default=1, help="user shown or checked (default: 1)")
+    p.add_argument("--port", type=int, help="host HTTP port (default: $PORT or 6010)")
+    _common(p)
+    p.set_defaults(run=_demo)
+
+    p = sub.add_parser("rerank", help="rank the host's candidates of users and write the store")
+    p.add_argument("--model", required=True, help="plugin model, e.g. recent")
+    _users(p)
+    _common(p)
+    p.set_defaults(run=_rerank)
+
+    bridge = sub.add_parser("bridge", help="build or run the JVM bridge").add_subparsers(dest="action", required=True)
+    p = bridge.add_parser("build", help="mvn package in jvm_bridge/ (bridge jar and stand-in host)")
+    p.add_argument("--with-tests", action="store_true", help="also run the JUnit tests")
+    _common(p)
+    p.set_defaults(run=_bridge_build)
+    p = bridge.add_parser("start", help="run the host under the bridge launcher until Ctrl-C")
+    p.add_argument("--port", type=int, help="host HTTP port (default: $PORT or 6010)")
+    _common(p)
+    p.set_defaults(run=_bridge_start)
+    p = bridge.add_parser("info", help="connect to a running launcher and print what it serves")
+    _common(p)
+    p.set_defaults(run=_bridge_info)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    store = {k: v for k, v in (("kind", args.store), ("dir", args.store_dir), ("redis_host", args.redis_host),
+                               ("redis_port", args.redis_port)) if v is not None}
+    changes: dict = {"store": store} if store else {}
+    if args.connect_file:
+        changes["bridge"] = {"connect_file": args.connect_file}
+    if getattr(args, "port", None) is not None:
+        changes["host"] = {"http_port": args.port}
+    return settings.replace(**changes) if changes else settings
+
+
+def _demo(args, settings: Settings) -> int:
+    from .demo import run_demo
+
+    return run_demo(settings, args.model, check=args.check, user_id=args.user, progress=not args.no_progress)
+
+
+def _rerank(args, settings: Settings) -> int:
+    from .run import run_rerank
+
+    summary = run_rerank(settings, args.model, users=args.users, sample=args.sample, progress=not args.no_progress)
+    print(summary.line())
+    return 0 if summary.failed == 0 else 1
+
+
+def _bridge_build(args, settings: Settings) -> int:
+    from .host import build_bridge
+
+    build_bridge(settings, run_tests=args.with_tests)
+    print(f"built {settings.host.bridge_jar} and {settings.host.standin_jar}")
+    return 0
+
+
+def _bridge_start(args, settings: Settings) -> int:
+    from .host import HostProcess
+
+    with HostProcess(settings) as host:
+        print(f"host ({host.runtime.kind}) at {host.base_url}; gateway connect file {settings.bridge.connect_file}")
+        print("Ctrl-C to stop")
+        host.wait_until_interrupted()
+    return 0
+
+
+def _bridge_info(args, settings: Settings) -> int:
+    import json
+
+    from .bridge import BridgeClient
+
+    with BridgeClient(settings.bridge) as client:
+        print(json.dumps(client.info(), indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .bridge import BridgeError
+    from .host import HostError
+    from .store import StoreError
+
+    run: Callable = args.run
+    try:
+        return run(args, _settings(args))
+    except (ConfigError, BridgeError, HostError, StoreError, ValueError) as exc:
+        print(f"sparrow-llm: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""One typed, validated configuration, built once from the environment (and CLI flags) and passed down.
+
+Nothing below this module reads the environment: every stage receives a `Settings`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+__all__ = [
+    "ConfigError",
+    "HostSettings",
+    "BridgeSettings",
+    "StoreSettings",
+    "LLMSettings",
+    "Settings",
+    "REPO_ROOT",
+    "MODEL_NAME_RE",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL_NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable or flag."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:
+    raw = env.get(name)
+    return Path(raw).expanduser() if raw else default
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """Where the host's data lives and how to run it."""
+
+    shared_dir: Path = REPO_ROOT.parent / "shared"
+    # A built SparrowRecSys checkout; None runs the test stand-in over the fixture.
+    sparrow_home: Path | None = None
+    http_port: int = 6010
+    # Scratch space of the demo: composed web root, logs.
+    work_dir: Path = Path("~/.sparrow-llm").expanduser()
+    jvm_dir: Path = REPO_ROOT / "jvm_bridge"
+    java: str = "java"
+    start_timeout_s: float = 120.0
+
+    @property
+    def fixture_webroot(self) -> Path:
+        return self.shared_dir / "sparrowrecsys" / "webroot"
+
+    @property
+    def bridge_jar(self) -> Path:
+        return self.jvm_dir / "bridge" / "target" / "sparrow-llm-bridge.jar"
+
+    @property
+    def standin_jar(self) -> Path:
+        return self.jvm_dir / "sparrowrecsys-standin" / "target" / "sparrowrecsys-standin-jar-with-dependencies.jar"
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """How the Python client finds and authenticates to the launcher's Py4J gateway."""
+
+    connect_file: Path = Path("~/.sparrow-llm/gateway.json").expanduser()
+    gateway_port: int = 0  # 0: the launcher picks a free port and writes it to connect_file
+    token: str | None = field(default=None, repr=False)
+    call_timeout_s: float = 60.0
+    # How many users one bulk call carries.
+    batch_users: int = 64
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where ranked lists, profiles and the LLM cache are kept."""
+
+    kind: str = "file"
+    # None: `<host web root>/modeldata/sparrow-llm`, resolved by the host launcher.
+    dir: Path | None = None
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_password: str | None = field(default=None, repr=False)
+    redis_db: int = 0
+    ttl_s: int | None = None
+    max_age_s: int = 7 * 24 * 3600
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("file", "redis"):
+            raise ConfigError(f"SPARROW_LLM_STORE must be 'file' or 'redis', got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """Which LLM backend ranks and profiles, and how hard it may be driven."""
+
+    backend: str = "local"
+    model: str = "glm-4-flash"
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    timeout_s: float = 30.0
+    max_retries: int = 4
+    concurrency: int = 4
+    requests_per_s: float | None = None
+    tokens_per_min: float | None = None
+    breaker_failures: int = 8
+    breaker_cooldown_s: float = 30.0
+    history_items: int = 50
+    prompts_dir: Path = REPO_ROOT / "resources" / "prompts"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: HostSettings = HostSettings()
+    bridge: BridgeSettings = BridgeSettings()
+    store: StoreSettings = StoreSettings()
+    llm: LLMSettings = LLMSettings()
+    seed: int = 2024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from `SPARROW_LLM_*` variables (the table in the README)."""
+        env = os.environ if env is None else env
+        work_dir = _path(env, "SPARROW_LLM_HOME", HostSettings.work_dir)
+        host = HostSettings(
+            shared_dir=_path(env, "SPARROW_LLM_SHARED", HostSettings.shared_dir),
+            sparrow_home=_path(env, "SPARROW_HOME", None),
+            http_port=_int(env, "PORT", HostSettings.http_port, minimum=0),
+            work_dir=work_dir,
+            jvm_dir=_path(env, "SPARROW_LLM_JVM_DIR", HostSettings.jvm_dir),
+            java=env.get("SPARROW_LLM_JAVA") or HostSettings.java,
+        )
+        bridge = BridgeSettings(
+            connect_file=_path(env, "SPARROW_LLM_CONNECT_FILE", work_dir / "gateway.json"),
+            gateway_port=_int(env, "SPARROW_LLM_GATEWAY_PORT", 0, minimum=0),
+            token=_token(env),
+        )
+        store = StoreSettings(
+            kind=env.get("SPARROW_LLM_STORE") or "file",
+            dir=_path(env, "SPARROW_LLM_STORE_DIR", None),
+            redis_host=env.get("SPARROW_LLM_REDIS_HOST") or StoreSettings.redis_host,
+            redis_port=_int(env, "SPARROW_LLM_REDIS_PORT", StoreSettings.redis_port, minimum=1),
+            redis_password=env.get("SPARROW_LLM_REDIS_PASSWORD") or None,
+            redis_db=_int(env, "SPARROW_LLM_REDIS_DB", 0, minimum=0),
+            ttl_s=_int(env, "SPARROW_LLM_TTL_S", 0, minimum=0) or None,
+            max_age_s=_int(env, "SPARROW_LLM_MAX_AGE_S", StoreSettings.max_age_s, minimum=0),
+        )
+        llm = LLMSettings(
+            backend=env.get("SPARROW_LLM_BACKEND") or LLMSettings.backend,
+            model=env.get("SPARROW_LLM_MODEL") or LLMSettings.model,
+            base_url=env.get("ZHIPUAI_BASE_URL") or None,
+            api_key=env.get("ZHIPUAI_API_KEY") or None,
+            timeout_s=_float(env, "SPARROW_LLM_TIMEOUT_S", LLMSettings.timeout_s),
+            max_retries=_int(env, "SPARROW_LLM_MAX_RETRIES", LLMSettings.max_retries, minimum=0),
+            concurrency=_int(env, "SPARROW_LLM_CONCURRENCY", LLMSettings.concurrency, minimum=1),
+            requests_per_s=_float(env, "SPARROW_LLM_RPS", None),
+            tokens_per_min=_float(env, "SPARROW_LLM_TPM", None),
+            prompts_dir=_path(env, "SPARROW_LLM_PROMPTS_DIR", LLMSettings.prompts_dir),
+        )
+        return cls(host=host, bridge=bridge, store=store, llm=llm,
+                   seed=_int(env, "SPARROW_LLM_SEED", cls.seed))
+
+    def replace(self, **sections) -> "Settings":
+        """A copy with some sections or section fields replaced: `replace(store={"kind": "redis"})`."""
+        changes = {}
+        for name, value in sections.items():
+            current = getattr(self, name)
+            if isinstance(value, Mapping) and dataclasses.is_dataclass(current):
+                value = dataclasses.replace(current, **value)
+            changes[name] = value
+        return dataclasses.replace(self, **changes)
+
+
+def _token(env: Mapping[str, str]) -> str | None:
+    if env.get("SPARROW_LLM_TOKEN"):
+        return env["SPARROW_LLM_TOKEN"]
+    token_file = env.get("SPARROW_LLM_TOKEN_FILE")
+    if token_file:
+        try:
+            return Path(token_file).expanduser().read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"SPARROW_LLM_TOKEN_FILE {token_file!r} cannot be read: {exc.strerror}") from None
+    return None

@@ -1,0 +1,79 @@
+"""`sparrow-llm demo`: host + launcher up, one plugin model ranked for every user, its list served
+through the host's own `/getrecforyou`; `--check` verifies that over HTTP and exits 0 only if it holds."""
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable
+
+from .bridge import BridgeClient
+from .config import Settings
+from .host import HostProcess
+from .run import run_rerank
+from .store import Store, open_store
+
+__all__ = ["run_demo", "check_stage", "StageCheck", "DEMO_STEPS", "PAGE_SIZE"]
+
+PAGE_SIZE = 32  # what user.html asks /getrecforyou for
+
+# model -> work that must run before its rerank (later stages add profiles, training).
+DEMO_STEPS: dict[str, Callable[[Settings, BridgeClient, Store], None]] = {}
+
+
+@dataclass(frozen=True)
+class StageCheck:
+    ok: bool
+    message: str
+
+
+def _get_json(url: str, timeout: float = 10.0):
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.status, dict(resp.headers), json.loads(resp.read().decode("utf-8"))
+
+
+def check_stage(base_url: str, model: str, user_id: int, store: Store, fallback_model: str = "emb") -> StageCheck:
+    """The page's request for `model` must come back in the stored order, then the host's order."""
+    record = store.get_record(model, user_id)
+    if record is None:
+        return StageCheck(False, f"no {model} record for user {user_id} in {store!r}")
+    query = f"{base_url}/getrecforyou?id={user_id}"
+    _, headers, served = _get_json(f"{query}&size={PAGE_SIZE}&model={model}")
+    _, _, host = _get_json(f"{query}&size=800&model={fallback_model}")
+    host_ids = [m["movieId"] for m in host]
+    known = set(host_ids)
+    stored = [m for m in record.movie_ids if m in known]
+    expected = (stored + [m for m in host_ids if m not in set(stored)])[:PAGE_SIZE]
+    got = [m["movieId"] for m in served]
+    if got != expected:
+        return StageCheck(False, f"model={model} served {got[:8]}... but the plugin order is {expected[:8]}...")
+    if host and set(served[0]) != set(host[0]):
+        return StageCheck(False, f"movie JSON fields differ from the host's: {sorted(served[0])} vs {sorted(host[0])}")
+    if got == host_ids[:PAGE_SIZE]:
+        return StageCheck(False, f"model={model} served exactly the host's {fallback_model} order")
+    source = headers.get("X-Sparrow-LLM", "?")
+    return StageCheck(True, f"/getrecforyou?id={user_id}&size={PAGE_SIZE}&model={model} came through the stage "
+                            f"({source}): {len(got)} movies in the plugin's order, host JSON fields kept")
+
+
+def run_demo(settings: Settings, model: str = "recent", *, check: bool = False, user_id: int = 1,
+             progress: bool = True, echo=print) -> int:
+    with HostProcess(settings) as host:
+        echo(f"host ({host.runtime.kind}) at {host.base_url}, log {host.log_path}")
+        store = open_store(settings.store, host.runtime.store_dir)
+        with BridgeClient(settings.bridge) as client:
+            step = DEMO_STEPS.get(model)
+            if step is not None:
+                step(settings, client, store)
+            echo(run_rerank(settings, model, client=client, store=store, progress=progress).line())
+        if check:
+            result = check_stage(host.base_url, model, user_id, store)
+            echo(("PASS: " if result.ok else "FAIL: ") + result.message)
+            return 0 if result.ok else 1
+        echo(f"compare the host's list with the plugin's: {host.base_url}/sparrow-llm/compare.html?id={user_id}")
+        if host.runtime.kind == "sparrowrecsys":
+            echo(f"the host's own page: {host.base_url}/user.html?id={user_id}&model={model}")
+        echo("Ctrl-C to stop")
+        host.wait_until_interrupted()
+        echo("stopping the host")
+    return 0

@@ -1,0 +1,109 @@
+"""The `run_*` paths: each reads top to bottom, from settings to records in the store."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from tqdm import tqdm
+
+from .bridge import BridgeClient
+from .config import Settings
+from .host import resolve_host
+from .rankers import Ranker, UserContext, make_ranker
+from .store import Record, Store, open_store
+
+__all__ = ["RerankSummary", "select_users", "run_rerank", "open_default_store"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RerankSummary:
+    model: str
+    users: int = 0
+    written: int = 0
+    skipped: int = 0  # nothing to rank on (unknown user, no liked history): the host's order stays
+    failed: int = 0
+    wall_s: float = 0.0
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        rate = self.users / self.wall_s if self.wall_s else 0.0
+        extra = "".join(f", {k} {v}" for k, v in sorted(self.counters.items()))
+        return (f"{self.model}: {self.users} users, {self.written} written, {self.skipped} skipped, "
+                f"{self.failed} failed{extra} in {self.wall_s:.1f} s ({rate:.0f} users/s)")
+
+
+def open_default_store(settings: Settings) -> Store:
+    """The configured store; the file store defaults to the host web root's modeldata/sparrow-llm."""
+    return open_store(settings.store, resolve_host(settings).store_dir)
+
+
+def select_users(all_users: Sequence[int], users: Sequence[int] | None = None,
+                 sample: int | None = None, seed: int = 0) -> list[int]:
+    """`users` as given (in order), else a seeded sample of `sample` users, else all users."""
+    if users:
+        return list(dict.fromkeys(int(u) for u in users))
+    chosen = sorted(all_users)
+    if sample is not None and sample < len(chosen):
+        chosen = sorted(random.Random(seed).sample(chosen, sample))
+    return chosen
+
+
+def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = None,
+               sample: int | None = None, client: BridgeClient | None = None,
+               store: Store | None = None, ranker: Ranker | None = None,
+               progress: bool = True) -> RerankSummary:
+    """Candidates from the host's recall layer -> ranker -> store, in bulk batches of users."""
+    ranker = ranker or make_ranker(model, settings)
+    own_client = client is None
+    client = client or BridgeClient(settings.bridge)
+    store = store or open_default_store(settings)
+    summary = RerankSummary(model=ranker.name)
+    started = time.perf_counter()
+    try:
+        chosen = select_users(client.user_ids() if not users else (), users, sample, settings.seed)
+        batch = max(1, settings.bridge.batch_users)
+        with tqdm(total=len(chosen), desc=f"rerank {ranker.name}", unit="user", disable=not progress) as bar:
+            for start in range(0, len(chosen), batch):
+                user_batch = chosen[start:start + batch]
+                bundles, movies = client.user_bundles(user_batch, ranker.candidate_source, 800, ranker.needs_emb)
+                contexts = [UserContext(b.user_id, b.ratings, b.candidate_ids, movies,
+                                        store.get_profile(b.user_id)) for b in bundles if b.known]
+                summary.skipped += len(bundles) - len(contexts)
+                records = []
+                for ctx, ranking in zip(contexts, _rank_batch(ranker, contexts, summary)):
+                    if ranking is _FAILED:
+                        continue
+                    if ranking is None or not ranking.items:
+                        summary.skipped += 1
+                        continue
+                    for key, value in ranking.meta.items():
+                        if key == "parse":  # how an LLM answer parsed: counted per outcome
+                            summary.counters[value] = summary.counters.get(value, 0) + 1
+                    records.append(Record(ranker.name, ctx.user_id, ranking.items, ranker.backend,
+                                          ranker.version, meta=ranking.meta))
+                summary.written += store.put_records(records)
+                summary.users += len(user_batch)
+                bar.update(len(user_batch))
+    finally:
+        summary.wall_s = time.perf_counter() - started
+        if own_client:
+            client.close()
+    return summary
+
+
+def _rank_batch(ranker: Ranker, contexts: list[UserContext], summary: RerankSummary):
+    try:
+        return ranker.rank_many(contexts)
+    except Exception:
+        # One bad batch must not stop the job: count it, and the stage keeps serving the host's order.
+        log.exception("%s failed on users %s", ranker.name, [c.user_id for c in contexts])
+        summary.failed += len(contexts)
+        return [_FAILED] * len(contexts)
+
+
+_FAILED = object()

@@ -1,0 +1,323 @@
+"""The store the host's rerank stage reads: ranked lists, user profiles and the LLM answer cache.
+
+Two backends keep the same JSON records (docs/bridge-contract.md): files under the host's web
+root (the default; atomic temp file + rename) and Redis (production; one MULTI/EXEC per batch).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from . import schema
+from .config import MODEL_NAME_RE, StoreSettings
+
+__all__ = [
+    "RankedItem", "Record", "Profile", "Store", "FileStore", "RedisStore",
+    "StoreError", "StoreUnavailable", "open_store", "STORE_BACKENDS",
+]
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(RuntimeError):
+    """The store refused a read or a write."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached (Redis down, folder not writable)."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    movie_id: int
+    score: float
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One ranked list for one (model, user)."""
+
+    model: str
+    user_id: int
+    items: tuple[RankedItem, ...]
+    backend: str
+    version: str
+    created_at_ms: int = field(default_factory=_now_ms)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not MODEL_NAME_RE.match(self.model):
+            raise StoreError(f"model name {self.model!r} must match {MODEL_NAME_RE.pattern}")
+        ids = [item.movie_id for item in self.items]
+        if len(ids) != len(set(ids)):
+            raise StoreError(f"record {self.model}/{self.user_id} repeats a movie id")
+
+    @property
+    def movie_ids(self) -> list[int]:
+        return [item.movie_id for item in self.items]
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "model": self.model, "userId": self.user_id, "backend": self.backend,
+            "version": self.version, "createdAt": self.created_at_ms,
+            "items": [{"movieId": i.movie_id, "score": float(i.score), "reason": i.reason} for i in self.items],
+            "meta": self.meta,
+        }, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Record":
+        data = json.loads(text)
+        return cls(
+            model=data["model"], user_id=int(data["userId"]), backend=data["backend"],
+            version=data["version"], created_at_ms=int(data["createdAt"]),
+            items=tuple(RankedItem(int(i["movieId"]), float(i["score"]), i.get("reason") or "")
+                        for i in data["items"]),
+            meta=data.get("meta") or {},
+        )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A natural-language profile of one user, written offline (PALR step 1)."""
+
+    user_id: int
+    text: str
+    backend: str
+    version: str
+    history_hash: str
+    created_at_ms: int = field(default_factory=_now_ms)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        return json.dumps({"userId": data.pop("user_id"), "createdAt": data.pop("created_at_ms"),
+                           "historyHash": data.pop("history_hash"), **data},
+                          ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Profile":
+        data = json.loads(text)
+        return cls(user_id=int(data["userId"]), text=data["text"], backend=data["backend"],
+                   version=data["version"], history_hash=data["historyHash"],
+                   created_at_ms=int(data["createdAt"]), meta=data.get("meta") or {})
+
+
+class Store(ABC):
+    """Records, profiles and cache entries; every write is all-or-nothing for a reader."""
+
+    @abstractmethod
+    def put_records(self, records: Iterable[Record]) -> int:
+        """Write records; returns how many. A reader sees each one whole or not at all."""
+
+    @abstractmethod
+    def get_record(self, model: str, user_id: int) -> Record | None: ...
+
+    @abstractmethod
+    def models(self) -> list[str]: ...
+
+    @abstractmethod
+    def put_profiles(self, profiles: Iterable[Profile]) -> int: ...
+
+    @abstractmethod
+    def get_profile(self, user_id: int) -> Profile | None: ...
+
+    @abstractmethod
+    def cache_get(self, key: str) -> dict | None: ...
+
+    @abstractmethod
+    def cache_put(self, key: str, value: dict) -> None: ...
+
+    def close(self) -> None:
+        """Release connections (nothing to do for files)."""
+
+
+class FileStore(Store):
+    """JSON files under one root; each written to a temp file in its folder, then renamed over."""
+
+    def __init__(self, root: Path, *, fsync: bool = True):
+        self.root = Path(root)
+        self.fsync = fsync
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.root)!r})"
+
+    def _record_path(self, model: str, user_id: int) -> Path:
+        return self.root / schema.FILE_RECORDS / model / f"{int(user_id)}.json"
+
+    def _profile_path(self, user_id: int) -> Path:
+        return self.root / schema.FILE_PROFILES / f"{int(user_id)}.json"
+
+    def _cache_path(self, key: str) -> Path:
+        if not key.isalnum():
+            raise StoreError(f"cache key must be alphanumeric, got {key!r}")
+        return self.root / schema.FILE_CACHE / key[:2] / f"{key}.json"
+
+    def _write_atomic(self, path: Path, text: str) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot write under {path.parent}: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                if self.fsync:
+                    os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; the host reads these files
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _read(self, path: Path) -> str | None:
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read {path}: {exc.strerror}") from None
+
+    def put_records(self, records: Iterable[Record]) -> int:
+        count = 0
+        for record in records:
+            self._write_atomic(self._record_path(record.model, record.user_id), record.to_json())
+            count += 1
+        return count
+
+    def get_record(self, model: str, user_id: int) -> Record | None:
+        return self._parse(self._record_path(model, user_id), Record.from_json)
+
+    def models(self) -> list[str]:
+        base = self.root / schema.FILE_RECORDS
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and MODEL_NAME_RE.match(p.name))
+
+    def put_profiles(self, profiles: Iterable[Profile]) -> int:
+        count = 0
+        for profile in profiles:
+            self._write_atomic(self._profile_path(profile.user_id), profile.to_json())
+            count += 1
+        return count
+
+    def get_profile(self, user_id: int) -> Profile | None:
+        return self._parse(self._profile_path(user_id), Profile.from_json)
+
+    def cache_get(self, key: str) -> dict | None:
+        return self._parse(self._cache_path(key), json.loads)
+
+    def cache_put(self, key: str, value: dict) -> None:
+        self._write_atomic(self._cache_path(key), json.dumps(value, ensure_ascii=False))
+
+    def _parse(self, path: Path, parse):
+        text = self._read(path)
+        if text is None:
+            return None
+        try:
+            return parse(text)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable store file %s: %s", path, exc)
+            return None
+
+
+class RedisStore(Store):
+    """Redis keys under `sllm:` (schema.REDIS_*); a batch of records is one MULTI/EXEC."""
+
+    def __init__(self, settings: StoreSettings, *, client=None):
+        import redis  # imported here so the file store works without a Redis client installed
+
+        self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        self.address = f"{settings.redis_host}:{settings.redis_port}/{settings.redis_db}"
+        self.ttl_s = settings.ttl_s
+        self._client = client or redis.Redis(
+            host=settings.redis_host, port=settings.redis_port, db=settings.redis_db,
+            password=settings.redis_password, socket_timeout=5, socket_connect_timeout=2,
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.address!r})"
+
+    def _run(self, fn):
+        try:
+            return fn(self._client)
+        except self._redis_errors as exc:
+            raise StoreUnavailable(f"Redis at {self.address} is not reachable: {exc}") from None
+
+    def _set_many(self, pairs: Iterator[tuple[str, str]], models: set[str] | None = None) -> int:
+        pairs = list(pairs)
+
+        def write(client):
+            with client.pipeline(transaction=True) as pipe:
+                for key, value in pairs:
+                    pipe.set(key, value, ex=self.ttl_s)
+                if models:
+                    pipe.sadd(schema.REDIS_MODELS, *models)
+                pipe.execute()
+
+        if pairs:
+            self._run(write)
+        return len(pairs)
+
+    def put_records(self, records: Iterable[Record]) -> int:
+        records = list(records)
+        return self._set_many(
+            ((schema.REDIS_RECORD.format(model=r.model, user_id=r.user_id), r.to_json()) for r in records),
+            models={r.model for r in records},
+        )
+
+    def _get(self, key: str, parse):
+        raw = self._run(lambda c: c.get(key))
+        if raw is None:
+            return None
+        try:
+            return parse(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable Redis value %s: %s", key, exc)
+            return None
+
+    def get_record(self, model: str, user_id: int) -> Record | None:
+        return self._get(schema.REDIS_RECORD.format(model=model, user_id=int(user_id)), Record.from_json)
+
+    def models(self) -> list[str]:
+        return sorted(m.decode() for m in self._run(lambda c: c.smembers(schema.REDIS_MODELS)))
+
+    def put_profiles(self, profiles: Iterable[Profile]) -> int:
+        return self._set_many((schema.REDIS_PROFILE.format(user_id=p.user_id), p.to_json()) for p in profiles)
+
+    def get_profile(self, user_id: int) -> Profile | None:
+        return self._get(schema.REDIS_PROFILE.format(user_id=int(user_id)), Profile.from_json)
+
+    def cache_get(self, key: str) -> dict | None:
+        return self._get(schema.REDIS_CACHE.format(key=key), json.loads)
+
+    def cache_put(self, key: str, value: dict) -> None:
+        self._set_many(iter([(schema.REDIS_CACHE.format(key=key), json.dumps(value, ensure_ascii=False))]))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+STORE_BACKENDS = {
+    "file": lambda settings, default_dir: FileStore(settings.dir or default_dir),
+    "redis": lambda settings, default_dir: RedisStore(settings),
+}
+
+
+def open_store(settings: StoreSettings, default_dir: Path | None = None) -> Store:
+    """The configured store; `default_dir` is the host web root's `modeldata/sparrow-llm`."""
+    if settings.kind == "file" and settings.dir is None and default_dir is None:
+        raise StoreError("the file store needs a folder: set SPARROW_LLM_STORE_DIR or --store-dir")
+    return STORE_BACKENDS[settings.kind](settings, default_dir)
