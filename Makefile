@@ -1,0 +1,14 @@
+# The two set-up commands of the README. Each installs what it needs first (scripts/setup.sh).
+.PHONY: setup demo test bench
+
+setup:
+	bash scripts/setup.sh
+
+# The main job on embedded defaults: the stand-in host over ../shared, the `recent` model.
+demo: setup
+	sparrow-llm demo
+
+# The whole test suite: JUnit (the bridge, against a real redis-server) and pytest.
+test: setup
+	cd jvm_bridge && mvn -q -B package
+	python3 -m pytest

@@ -1,0 +1,256 @@
+package io.sparrowllm.bridge;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.Collections;
+import java.util.LinkedHashSet;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.regex.Pattern;
+
+/**
+ * The launcher's settings, read once from the environment and validated up front, so a bad
+ * deploy fails at start with a clear message and nothing else reads the environment.
+ */
+final class BridgeConfig {
+    /** The names a plugin model may have (the store uses them as folder names and key parts). */
+    static final Pattern MODEL_NAME = Pattern.compile("[a-z0-9_-]{1,32}");
+
+    enum StoreKind { FILE, REDIS }
+
+    private final int httpPort;
+    private final String token;
+    private final int gatewayPort;
+    private final Path connectFile;
+    private final StoreKind storeKind;
+    private final Path storeDir;
+    private final String redisHost;
+    private final int redisPort;
+    private final String redisPassword;
+    private final int redisDb;
+    private final Set<String> models;
+    private final long maxAgeS;
+    private final String fallbackModel;
+    private final String abModel;
+    private final int abPercent;
+    private final Set<String> nearlineModels;
+    private final Set<String> declaredModels;
+    private final int queueMax;
+
+    private BridgeConfig(Map<String, String> env, Path webRoot, String userHome) {
+        httpPort = intIn(env, "PORT", 6010, 0, 65535);
+        token = token(env);
+        gatewayPort = intIn(env, "SPARROW_LLM_GATEWAY_PORT", 0, 0, 65535);
+        String connect = value(env, "SPARROW_LLM_CONNECT_FILE");
+        connectFile = (connect == null ? Paths.get(userHome, ".sparrow-llm", "gateway.json") : Paths.get(connect))
+                .toAbsolutePath();
+        storeKind = storeKind(env);
+        String dir = value(env, "SPARROW_LLM_STORE_DIR");
+        storeDir = (dir == null ? webRoot.resolve("modeldata").resolve("sparrow-llm") : Paths.get(dir)).toAbsolutePath();
+        redisHost = orDefault(value(env, "SPARROW_LLM_REDIS_HOST"), "127.0.0.1");
+        redisPort = intIn(env, "SPARROW_LLM_REDIS_PORT", 6379, 1, 65535);
+        redisPassword = value(env, "SPARROW_LLM_REDIS_PASSWORD");
+        redisDb = intIn(env, "SPARROW_LLM_REDIS_DB", 0, 0, Integer.MAX_VALUE);
+        fallbackModel = orDefault(value(env, "SPARROW_LLM_FALLBACK_MODEL"), "emb");
+        models = modelNames(env, "SPARROW_LLM_MODELS", "");
+        maxAgeS = intIn(env, "SPARROW_LLM_MAX_AGE_S", 604800, 0, Integer.MAX_VALUE);
+        abPercent = intIn(env, "SPARROW_LLM_AB_PERCENT", 0, 0, 100);
+        abModel = abModel(env);
+        nearlineModels = modelNames(env, "SPARROW_LLM_NEARLINE_MODELS", "llm");
+        Set<String> declared = new LinkedHashSet<>(models);
+        declared.addAll(nearlineModels);
+        if (abModel != null) {
+            declared.add(abModel);
+        }
+        declaredModels = Collections.unmodifiableSet(declared);
+        queueMax = intIn(env, "SPARROW_LLM_QUEUE_MAX", 1000, 1, 10_000_000);
+    }
+
+    /**
+     * Reads and checks every setting of the contract's table.
+     *
+     * @throws IllegalArgumentException naming the variable and what is wrong with it
+     */
+    static BridgeConfig fromEnvironment(Map<String, String> env, Path webRoot) {
+        return new BridgeConfig(env, webRoot, System.getProperty("user.home"));
+    }
+
+    int httpPort() {
+        return httpPort;
+    }
+
+    String token() {
+        return token;
+    }
+
+    int gatewayPort() {
+        return gatewayPort;
+    }
+
+    Path connectFile() {
+        return connectFile;
+    }
+
+    StoreKind storeKind() {
+        return storeKind;
+    }
+
+    Path storeDir() {
+        return storeDir;
+    }
+
+    String redisHost() {
+        return redisHost;
+    }
+
+    int redisPort() {
+        return redisPort;
+    }
+
+    /** Null when Redis has no password. */
+    String redisPassword() {
+        return redisPassword;
+    }
+
+    int redisDb() {
+        return redisDb;
+    }
+
+    /** The plugin-owned models; empty means "every model with records in the store". */
+    Set<String> models() {
+        return models;
+    }
+
+    /** Records older than this are not served; 0 means no limit. */
+    long maxAgeS() {
+        return maxAgeS;
+    }
+
+    String fallbackModel() {
+        return fallbackModel;
+    }
+
+    /** Null when there is no A/B split. */
+    String abModel() {
+        return abModel;
+    }
+
+    int abPercent() {
+        return abPercent;
+    }
+
+    Set<String> nearlineModels() {
+        return nearlineModels;
+    }
+
+    /**
+     * The models the plugin owns whatever the store holds: the listed, nearline and A/B models (a
+     * nearline model must own its misses before the worker has written anything).
+     */
+    Set<String> declaredModels() {
+        return declaredModels;
+    }
+
+    int queueMax() {
+        return queueMax;
+    }
+
+    private static String token(Map<String, String> env) {
+        String token = value(env, "SPARROW_LLM_TOKEN");
+        String file = value(env, "SPARROW_LLM_TOKEN_FILE");
+        if (token != null && file != null) {
+            throw new IllegalArgumentException("set SPARROW_LLM_TOKEN or SPARROW_LLM_TOKEN_FILE, not both");
+        }
+        if (file != null) {
+            try {
+                token = new String(Files.readAllBytes(Paths.get(file)), StandardCharsets.UTF_8).trim();
+            } catch (IOException e) {
+                throw new IllegalArgumentException("cannot read SPARROW_LLM_TOKEN_FILE " + file + ": " + e, e);
+            }
+            if (token.isEmpty()) {
+                throw new IllegalArgumentException("SPARROW_LLM_TOKEN_FILE " + file + " is empty");
+            }
+        }
+        if (token == null) {
+            throw new IllegalArgumentException("no gateway token: set SPARROW_LLM_TOKEN or SPARROW_LLM_TOKEN_FILE"
+                    + " (the Py4J gateway does not run without authentication)");
+        }
+        return token;
+    }
+
+    private static StoreKind storeKind(Map<String, String> env) {
+        String kind = orDefault(value(env, "SPARROW_LLM_STORE"), "file");
+        try {
+            return StoreKind.valueOf(kind.toUpperCase(Locale.ROOT));
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("SPARROW_LLM_STORE must be 'file' or 'redis', got '" + kind + "'", e);
+        }
+    }
+
+    private Set<String> modelNames(Map<String, String> env, String name, String unset) {
+        String raw = env.containsKey(name) ? env.get(name) : unset;
+        Set<String> names = new LinkedHashSet<>();
+        for (String part : raw.split(",")) {
+            String model = part.trim();
+            if (model.isEmpty()) {
+                continue;
+            }
+            checkPluginModel(name, model);
+            names.add(model);
+        }
+        return Collections.unmodifiableSet(names);
+    }
+
+    private String abModel(Map<String, String> env) {
+        String model = value(env, "SPARROW_LLM_AB_MODEL");
+        if (abPercent > 0 && model == null) {
+            throw new IllegalArgumentException("SPARROW_LLM_AB_PERCENT is " + abPercent + " but SPARROW_LLM_AB_MODEL is not set");
+        }
+        if (model != null) {
+            checkPluginModel("SPARROW_LLM_AB_MODEL", model);
+        }
+        return model;
+    }
+
+    /** The fallback model is the host's own ranker: a plugin model of that name could never fall back. */
+    private void checkPluginModel(String variable, String model) {
+        if (!MODEL_NAME.matcher(model).matches()) {
+            throw new IllegalArgumentException(variable + ": '" + model + "' is not a model name ("
+                    + MODEL_NAME.pattern() + ")");
+        }
+        if (model.equals(fallbackModel)) {
+            throw new IllegalArgumentException(variable + ": '" + model
+                    + "' is the fallback model (SPARROW_LLM_FALLBACK_MODEL) and cannot be a plugin model");
+        }
+    }
+
+    private static int intIn(Map<String, String> env, String name, int unset, int min, int max) {
+        String raw = value(env, name);
+        if (raw == null) {
+            return unset;
+        }
+        try {
+            int value = Integer.parseInt(raw);
+            if (value >= min && value <= max) {
+                return value;
+            }
+        } catch (NumberFormatException e) {
+            // reported below with the allowed range
+        }
+        throw new IllegalArgumentException(name + " must be an integer from " + min + " to " + max + ", got '" + raw + "'");
+    }
+
+    /** A set, non-blank value, trimmed; null otherwise. */
+    private static String value(Map<String, String> env, String name) {
+        String raw = env.get(name);
+        return raw == null || raw.trim().isEmpty() ? null : raw.trim();
+    }
+
+    private static String orDefault(String value, String unset) {
+        return value == null ? unset : value;
+    }
+}
