@@ -135,6 +135,9 @@ class LLMSettings:
     breaker_failures: int = 8
     breaker_cooldown_s: float = 30.0
     history_items: int = 50
+    # PALR: how many of the host's unrated candidates the LLM sees, and how many it must pick.
+    rank_k: int = 50
+    rank_top_n: int = 20
     prompts_dir: Path = REPO_ROOT / "resources" / "prompts"
 
 
@@ -184,6 +187,11 @@ class Settings:
             concurrency=_int(env, "SPARROW_LLM_CONCURRENCY", LLMSettings.concurrency, minimum=1),
             requests_per_s=_float(env, "SPARROW_LLM_RPS", None),
             tokens_per_min=_float(env, "SPARROW_LLM_TPM", None),
+            breaker_failures=_int(env, "SPARROW_LLM_BREAKER_FAILURES", LLMSettings.breaker_failures, minimum=1),
+            breaker_cooldown_s=_float(env, "SPARROW_LLM_BREAKER_COOLDOWN_S", LLMSettings.breaker_cooldown_s),
+            history_items=_int(env, "SPARROW_LLM_HISTORY_ITEMS", LLMSettings.history_items, minimum=1),
+            rank_k=_int(env, "SPARROW_LLM_RANK_K", LLMSettings.rank_k, minimum=1),
+            rank_top_n=_int(env, "SPARROW_LLM_RANK_TOP_N", LLMSettings.rank_top_n, minimum=1),
             prompts_dir=_path(env, "SPARROW_LLM_PROMPTS_DIR", LLMSettings.prompts_dir),
         )
         return cls(host=host, bridge=bridge, store=store, llm=llm,

@@ -9,9 +9,9 @@ import numpy as np
 from .bridge import MovieMeta, UserRating
 from .config import Settings
 from .schema import LIKED_RATING
-from .store import Profile, RankedItem
+from .store import Profile, RankedItem, Store
 
-__all__ = ["UserContext", "Ranking", "Ranker", "RecentRanker", "RANKERS", "make_ranker", "register_ranker"]
+__all__ = ["UserContext", "Ranking", "Ranker", "RecentRanker", "RANKERS", "make_ranker"]
 
 
 @dataclass(frozen=True)
@@ -102,19 +102,22 @@ def _unit(m: np.ndarray) -> np.ndarray:
     return m / np.where(norms == 0, 1.0, norms)
 
 
-# name -> factory(settings); later stages register theirs (llm, clickprompt).
-RANKERS: dict[str, Callable[[Settings], Ranker]] = {
-    "recent": lambda settings: RecentRanker(),
+def _palr(settings: Settings, store: Store | None) -> Ranker:
+    from .palr import from_settings  # late: keeps torch and zhipuai out of `import rankers`
+
+    return from_settings(settings, store)
+
+
+# model name -> factory(settings, store); the store is where a ranker may keep its cache.
+RANKERS: dict[str, Callable[[Settings, Store | None], Ranker]] = {
+    "recent": lambda settings, store: RecentRanker(),
+    "llm": _palr,
 }
 
 
-def register_ranker(name: str, factory: Callable[[Settings], Ranker]) -> None:
-    RANKERS[name] = factory
-
-
-def make_ranker(name: str, settings: Settings) -> Ranker:
+def make_ranker(name: str, settings: Settings, store: Store | None = None) -> Ranker:
     try:
         factory = RANKERS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(RANKERS))}") from None
-    return factory(settings)
+    return factory(settings, store)

@@ -20,6 +20,10 @@ __all__ = ["RerankSummary", "select_users", "run_rerank", "open_default_store"]
 log = logging.getLogger(__name__)
 
 
+_COUNTED_OUTCOMES = ("parse", "cache")
+_SUMMED_USAGE = ("llm_calls", "prompt_tokens", "completion_tokens")
+
+
 @dataclass
 class RerankSummary:
     model: str
@@ -29,6 +33,16 @@ class RerankSummary:
     failed: int = 0
     wall_s: float = 0.0
     counters: dict[str, int] = field(default_factory=dict)
+
+    def count(self, meta: dict) -> None:
+        """Totals of what rankers report per user: outcomes (`parse ok`, `cache hit`) and usage."""
+        for key in _COUNTED_OUTCOMES:
+            if key in meta:
+                name = f"{key} {meta[key]}"
+                self.counters[name] = self.counters.get(name, 0) + 1
+        for key in _SUMMED_USAGE:
+            if key in meta:
+                self.counters[key] = self.counters.get(key, 0) + int(meta[key])
 
     def line(self) -> str:
         rate = self.users / self.wall_s if self.wall_s else 0.0
@@ -58,10 +72,10 @@ def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = 
                store: Store | None = None, ranker: Ranker | None = None,
                progress: bool = True) -> RerankSummary:
     """Candidates from the host's recall layer -> ranker -> store, in bulk batches of users."""
-    ranker = ranker or make_ranker(model, settings)
+    store = store or open_default_store(settings)
+    ranker = ranker or make_ranker(model, settings, store)
     own_client = client is None
     client = client or BridgeClient(settings.bridge)
-    store = store or open_default_store(settings)
     summary = RerankSummary(model=ranker.name)
     started = time.perf_counter()
     try:
@@ -81,9 +95,7 @@ def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = 
                     if ranking is None or not ranking.items:
                         summary.skipped += 1
                         continue
-                    for key, value in ranking.meta.items():
-                        if key == "parse":  # how an LLM answer parsed: counted per outcome
-                            summary.counters[value] = summary.counters.get(value, 0) + 1
+                    summary.count(ranking.meta)
                     records.append(Record(ranker.name, ctx.user_id, ranking.items, ranker.backend,
                                           ranker.version, meta=ranking.meta))
                 summary.written += store.put_records(records)

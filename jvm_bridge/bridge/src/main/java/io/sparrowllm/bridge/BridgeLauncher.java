@@ -66,6 +66,7 @@ public final class BridgeLauncher {
                 .javaAddress(InetAddress.getByName(GATEWAY_HOST))
                 .javaPort(config.gatewayPort())
                 .authToken(config.token())
+                .serverSocketFactory(new NoDelayServerSocketFactory())
                 .build();
         gateway.start();
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {

@@ -1,0 +1,345 @@
+"""PALR's prompts: templates on disk rendered token-thrifty, and the parser of the answers they ask for.
+
+The rank prompt labels candidates with short indexes (`[3] Heat (1995) | Action,Crime`) and asks
+for a compact JSON list `[{"i": 3, "r": "short reason"}]`, so neither titles nor ids are repeated
+in the answer. `parse_ranking` reads that answer, and repairs the usual ways a model breaks it.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any, Iterable, Mapping, Sequence
+
+from .bridge import MovieMeta
+from .config import ConfigError, LLMSettings
+
+__all__ = [
+    "Rated", "PromptRequest", "Prompts", "ParsedRanking", "parse_ranking", "naive_rank_prompt",
+    "movie_label", "movie_text", "PARSE_OK", "PARSE_REPAIRED", "PARSE_FALLBACK", "PROMPT_VERSION",
+]
+
+PROMPT_VERSION = "v1"
+PARSE_OK, PARSE_REPAIRED, PARSE_FALLBACK = "ok", "repaired", "fallback"
+
+# Answer budgets (caps, not costs): a profile of about 60 words; a pick with a few-word reason
+# (`{"i": 12, "r": "tense heist thriller"},`) is 12 to 17 tokens.
+_PROFILE_MAX_TOKENS = 160
+_TOKENS_PER_PICK = 20
+_MAX_REASON_CHARS = 80
+# The placeholders each template may use.
+_FIELDS = {"profile": ("history",), "rank": ("profile", "history", "candidates", "top_n")}
+
+
+@dataclass(frozen=True)
+class Rated:
+    """One history row: a movie the user rated."""
+
+    movie: MovieMeta
+    rating: float
+
+
+def movie_label(movie: MovieMeta) -> str:
+    """`Title (1999)`; the host keeps the year apart from the title."""
+    return f"{movie.title} ({movie.release_year})" if movie.release_year else movie.title
+
+
+def movie_text(movie: MovieMeta) -> str:
+    """`Title (1999) | Genre,Genre`: how a movie appears in prompts and in the local embeddings."""
+    return f"{movie_label(movie)} | {','.join(movie.genres) or '-'}"
+
+
+def _history_line(row: Rated) -> str:
+    return f"{movie_text(row.movie)} | {row.rating:g}"
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """One rendered PALR step: the chat messages and the inputs they were rendered from.
+
+    A chat backend sends `messages`; the local backend works on the structured fields.
+    """
+
+    step: str  # "profile" or "rank"
+    version: str
+    messages: tuple[Mapping[str, str], ...]
+    max_tokens: int
+    history: tuple[Rated, ...]  # oldest first, already cut to the most recent rows
+    candidates: tuple[MovieMeta, ...] = ()
+    profile: str = ""
+    top_n: int = 0
+
+    @property
+    def text(self) -> str:
+        return "\n".join(m["content"] for m in self.messages)
+
+    @property
+    def labels(self) -> list[str]:
+        return [movie_label(m) for m in self.candidates]
+
+
+class Prompts:
+    """The PALR templates of one version (`profile.<version>.txt`, `rank.<version>.txt`)."""
+
+    def __init__(self, directory: Path, *, version: str = PROMPT_VERSION, history_items: int = 50):
+        if history_items < 1:
+            raise ConfigError(f"history_items must be >= 1, got {history_items}")
+        self.directory = Path(directory)
+        self.version = version
+        self.history_items = history_items
+        self._profile = self._load("profile")
+        self._rank = self._load("rank")
+
+    @classmethod
+    def from_settings(cls, settings: LLMSettings) -> "Prompts":
+        return cls(settings.prompts_dir, history_items=settings.history_items)
+
+    def _load(self, step: str) -> Template:
+        path = self.directory / f"{step}.{self.version}.txt"
+        try:
+            template = Template(path.read_text(encoding="utf-8").strip())
+        except FileNotFoundError:
+            raise ConfigError(f"prompt template {path} not found (SPARROW_LLM_PROMPTS_DIR)") from None
+        # Rendered once here, so that a broken override fails at startup, not on every user.
+        try:
+            template.substitute(dict.fromkeys(_FIELDS[step], ""))
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"prompt template {path} is invalid ({type(exc).__name__}: {exc}); "
+                              f"it may use ${', $'.join(_FIELDS[step])}, and $$ for a dollar sign") from None
+        return template
+
+    def _recent(self, history: Sequence[Rated]) -> tuple[Rated, ...]:
+        return tuple(history[-self.history_items:])
+
+    def profile_request(self, history: Sequence[Rated]) -> PromptRequest:
+        """PALR step 1 over the most recent `history_items` rows of `history` (oldest first)."""
+        recent = self._recent(history)
+        text = self._profile.substitute(history="\n".join(map(_history_line, recent)))
+        return PromptRequest("profile", self.version, ({"role": "user", "content": text},),
+                             _PROFILE_MAX_TOKENS, recent)
+
+    def rank_request(self, history: Sequence[Rated], candidates: Sequence[MovieMeta], profile: str,
+                     top_n: int) -> PromptRequest:
+        """PALR step 2: pick at most `top_n` of `candidates` (labelled by index) for this user."""
+        recent = self._recent(history)
+        text = self._rank.substitute(
+            profile=profile.strip() or "-",
+            history="\n".join(map(_history_line, recent)),
+            candidates="\n".join(f"[{i}] {movie_text(m)}" for i, m in enumerate(candidates)),
+            top_n=top_n,
+        )
+        return PromptRequest("rank", self.version, ({"role": "user", "content": text},),
+                             top_n * _TOKENS_PER_PICK + 16, recent, tuple(candidates), profile, top_n)
+
+
+def naive_rank_prompt(history: Sequence[Rated], candidates: Sequence[MovieMeta], profile: str,
+                      top_n: int) -> list[dict]:
+    """The naive PALR prompt (full rows, ids and titles; a free-text answer naming titles).
+
+    Only the benchmark baseline for the token and parse comparison; the ranker never sends it.
+    """
+    def row(m: MovieMeta) -> str:
+        return f"Movie ID: {m.movie_id}, Title: {movie_label(m)}, Genres: {', '.join(m.genres)}"
+
+    text = "\n".join([
+        "You are a movie recommender system.",
+        f"Here is the profile of the user: {profile}",
+        "The user has watched and rated the following movies:",
+        *(f"{row(r.movie)}, Rating: {r.rating:g} out of 5" for r in history),
+        "Here is the list of candidate movies:",
+        *map(row, candidates),
+        f"Based on the user's profile and watch history, recommend {top_n} movies from the candidate list "
+        "that the user is most likely to enjoy, ordered from the most to the least likely. For each "
+        "recommendation give the full movie title and explain why you recommend it.",
+    ])
+    return [{"role": "user", "content": text}]
+
+
+# ---- answers --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ParsedRanking:
+    indexes: tuple[int, ...]  # candidate indexes in the model's order, valid and unique
+    reasons: tuple[str, ...]  # one per index, "" when the model gave none
+    status: str  # PARSE_OK, PARSE_REPAIRED or PARSE_FALLBACK
+
+
+_FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",\s*([\]}])")
+# One `{"i": 3, "r": "..."}` object, loosely: single quotes, unquoted keys, a cut-off tail.
+_LOOSE_OBJECT = re.compile(
+    r"""\{\s*["']?(?:i|index|idx|id)["']?\s*:\s*["']?\[?(\d+)\]?["']?"""
+    r"""(?:\s*,\s*["']?(?:r|reason)["']?\s*:\s*(["'])(.*?)\2)?""", re.DOTALL)
+_BRACKET_INDEX = re.compile(r"\[(\d+)\]")
+_LEADING_NUMBER = re.compile(r"^\s*(?:#\s*)?(\d+)\s*[.):]\s*")
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\d+\s*[.)]\s*(?=\[))\s*")
+_YEAR_SUFFIX = re.compile(r"\s*\(\d{4}\)\s*$")
+_SEPARATORS = " \t-\u2013\u2014:|,;*\"'"
+
+_Pick = tuple[int, str]
+# json recurses per nesting level: an answer of a few thousand "[" must not escape as RecursionError.
+_DECODE_ERRORS = (ValueError, RecursionError)
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w]+", " ", text.casefold()).split())
+
+
+class _Titles:
+    """Finds candidates by title, with or without the year; a title two candidates share is skipped."""
+
+    def __init__(self, labels: Sequence[str]):
+        names: dict[str, set[int]] = {}
+        for i, label in enumerate(labels):
+            for name in {_norm(label), _norm(_YEAR_SUFFIX.sub("", label))}:
+                if name:
+                    names.setdefault(name, set()).add(i)
+        self._names = [(name, next(iter(ids))) for name, ids in names.items() if len(ids) == 1]
+
+    def find(self, text: str) -> tuple[int, str] | None:
+        """(index, the text after it) of the title that starts earliest in `text`, the longest on a tie.
+
+        Earliest, because a reason may name another movie ("Heat (1995): as tense as Ronin").
+        """
+        norm = f" {_norm(text)} "
+        hits = [(at, -len(name), name, index) for name, index in self._names
+                if (at := norm.find(f" {name} ")) >= 0]
+        if not hits:
+            return None
+        _, _, name, index = min(hits)
+        return index, _after_title(text, name)
+
+
+def _after_title(text: str, name: str) -> str:
+    # The reason is whatever follows the title's last word (and a year) on the line.
+    last = re.escape(name.split()[-1])
+    match = re.search(rf"\b{last}\b\W*(?:\(\d{{4}}\))?", text, re.IGNORECASE)
+    return text[match.end():] if match else ""
+
+
+def _reason(value: Any) -> str:
+    text = " ".join(str(value or "").split()).strip(_SEPARATORS)
+    return text[:_MAX_REASON_CHARS]
+
+
+def _index(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*\[?(\d+)\]?\s*", value)
+        return int(match.group(1)) if match else None
+    return None
+
+
+def _picks_from_json(value: Any, titles: _Titles) -> list[_Pick] | None:
+    """Picks from a decoded answer: a list of objects, numbers or titles (or such a list in an object)."""
+    if isinstance(value, dict):
+        value = next((v for v in value.values() if isinstance(v, list)), None)
+    if not isinstance(value, list):
+        return None
+    picks = []
+    for element in value:
+        reason = ""
+        if isinstance(element, dict):
+            reason = element.get("r") or element.get("reason") or ""
+            key = next((k for k in ("i", "index", "idx", "id") if k in element), None)
+            element = element[key] if key else element.get("title")
+        index = _index(element)
+        if index is None and isinstance(element, str):
+            found = titles.find(element)
+            index = found[0] if found else None
+        # An element naming no candidate stays in as -1: dropped later, it makes the answer "repaired".
+        picks.append((-1 if index is None else index, _reason(reason)))
+    return picks
+
+
+def _strict(text: str, titles: _Titles) -> list[_Pick] | None:
+    """Exactly what the prompt asks for: a JSON list and nothing else."""
+    try:
+        value = json.loads(text)
+    except _DECODE_ERRORS:
+        return None
+    return _picks_from_json(value, titles) if isinstance(value, list) else None
+
+
+def _embedded(text: str, titles: _Titles) -> list[_Pick] | None:
+    """The first JSON list or object with picks: inside a code fence first, else anywhere in the prose.
+
+    Trailing commas are forgiven.
+    """
+    decoder = json.JSONDecoder()
+    for source in (*_FENCE.findall(text), text):
+        cleaned = _TRAILING_COMMA.sub(r"\1", source)
+        for match in re.finditer(r"[\[{]", cleaned):
+            try:
+                value, _ = decoder.raw_decode(cleaned, match.start())
+            except _DECODE_ERRORS:
+                continue
+            picks = _picks_from_json(value, titles)
+            if picks:
+                return picks
+    return None
+
+
+def _loose_objects(text: str, titles: _Titles) -> list[_Pick] | None:
+    """`{"i": 3, "r": ...}` objects in JSON that does not decode: single quotes, or cut off by max_tokens."""
+    return [(int(m.group(1)), _reason(m.group(3))) for m in _LOOSE_OBJECT.finditer(text)] or None
+
+
+def _lines(text: str, titles: _Titles) -> list[_Pick] | None:
+    """One pick per line: a title, else a `[3]` label, else a leading `3.` (the answer of a naive prompt)."""
+    picks = []
+    for line in text.splitlines():
+        line = line.replace("**", "")
+        found = titles.find(line)
+        if found:
+            picks.append((found[0], _reason(found[1])))
+            continue
+        line = _BULLET.sub("", line)
+        match = _BRACKET_INDEX.search(line) or _LEADING_NUMBER.match(line)
+        if match:
+            picks.append((int(match.group(1)), _reason(line[match.end():])))
+    return picks or None
+
+
+# Repairs of an answer that is not exactly what was asked; the one that finds the most picks wins
+# (prose can hold a stray "[2]" that decodes as JSON), the earlier on a tie.
+_REPAIRS = (_embedded, _loose_objects, _lines)
+
+
+def parse_ranking(text: str | None, candidates: Sequence[str]) -> ParsedRanking:
+    """The candidates an answer picks, in its order; `candidates` are the labels the prompt showed.
+
+    `ok`: a JSON list, each element naming a different candidate. `repaired`: picks found another
+    way, or some dropped (hallucinated indexes, repeats). `fallback`: nothing usable; the caller
+    fills the list from the host's order, as it does after the picks.
+    """
+    text = (text or "").strip()
+    if not text:
+        return ParsedRanking((), (), PARSE_FALLBACK)
+    titles = _Titles(candidates)
+    picks = _strict(text, titles)
+    if picks:
+        indexes, reasons = _valid(picks, len(candidates))
+        if indexes:
+            return ParsedRanking(indexes, reasons, PARSE_OK if len(indexes) == len(picks) else PARSE_REPAIRED)
+    best: tuple[tuple[int, ...], tuple[str, ...]] = ((), ())
+    for repair in _REPAIRS:
+        found = _valid(repair(text, titles) or (), len(candidates))
+        if len(found[0]) > len(best[0]):
+            best = found
+    return ParsedRanking(*best, PARSE_REPAIRED if best[0] else PARSE_FALLBACK)
+
+
+def _valid(picks: Iterable[_Pick], n: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    seen: dict[int, str] = {}
+    for index, reason in picks:
+        if 0 <= index < n and index not in seen:
+            seen[index] = reason
+    return tuple(seen), tuple(seen.values())
