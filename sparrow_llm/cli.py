@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(run=_rerank)
 
+    p = sub.add_parser("serve", help="nearline worker: rerank users the stage served without a fresh record")
+    p.add_argument("--model", default="llm", help="nearline model (default: llm)")
+    p.add_argument("--calls-per-hour", type=float, help="LLM call budget (default: 600)")
+    _common(p)
+    p.set_defaults(run=_serve)
+
     bridge = sub.add_parser("bridge", help="build or run the JVM bridge").add_subparsers(dest="action", required=True)
     p = bridge.add_parser("build", help="mvn package in jvm_bridge/ (bridge jar and stand-in host)")
     p.add_argument("--with-tests", action="store_true", help="also run the JUnit tests")
@@ -92,6 +98,28 @@ def _rerank(args, settings: Settings) -> int:
     summary = run_rerank(settings, args.model, users=args.users, sample=args.sample, progress=not args.no_progress)
     print(summary.line())
     return 0 if summary.failed == 0 else 1
+
+
+def _serve(args, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from .bridge import BridgeClient
+    from .nearline import run_nearline
+    from .run import open_default_store
+
+    if args.calls_per_hour is not None:
+        settings = settings.replace(nearline={"calls_per_hour": args.calls_per_hour})
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"nearline worker for model={args.model}: budget {settings.nearline.calls_per_hour:.0f} LLM calls/hour; "
+          "Ctrl-C to stop")
+    with BridgeClient(settings.bridge) as client:
+        summary = run_nearline(settings, client=client, store=open_default_store(settings), model=args.model,
+                               stop=stop)
+    print(summary.line())
+    return 0
 
 
 def _bridge_build(args, settings: Settings) -> int:

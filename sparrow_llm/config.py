@@ -17,6 +17,7 @@ __all__ = [
     "BridgeSettings",
     "StoreSettings",
     "LLMSettings",
+    "NearlineSettings",
     "Settings",
     "REPO_ROOT",
     "MODEL_NAME_RE",
@@ -142,11 +143,22 @@ class LLMSettings:
 
 
 @dataclass(frozen=True)
+class NearlineSettings:
+    """The `serve` worker: how often it polls the stage's miss queue and how many LLM calls it may spend."""
+
+    calls_per_hour: float = 600.0
+    burst_calls: float = 20.0
+    max_batch: int = 32
+    poll_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class Settings:
     host: HostSettings = HostSettings()
     bridge: BridgeSettings = BridgeSettings()
     store: StoreSettings = StoreSettings()
     llm: LLMSettings = LLMSettings()
+    nearline: NearlineSettings = NearlineSettings()
     seed: int = 2024
 
     @classmethod
@@ -194,7 +206,12 @@ class Settings:
             rank_top_n=_int(env, "SPARROW_LLM_RANK_TOP_N", LLMSettings.rank_top_n, minimum=1),
             prompts_dir=_path(env, "SPARROW_LLM_PROMPTS_DIR", LLMSettings.prompts_dir),
         )
-        return cls(host=host, bridge=bridge, store=store, llm=llm,
+        nearline = NearlineSettings(
+            calls_per_hour=_float(env, "SPARROW_LLM_NEARLINE_CALLS_PER_HOUR", NearlineSettings.calls_per_hour),
+            burst_calls=_float(env, "SPARROW_LLM_NEARLINE_BURST", NearlineSettings.burst_calls),
+            poll_s=_float(env, "SPARROW_LLM_NEARLINE_POLL_S", NearlineSettings.poll_s),
+        )
+        return cls(host=host, bridge=bridge, store=store, llm=llm, nearline=nearline,
                    seed=_int(env, "SPARROW_LLM_SEED", cls.seed))
 
     def replace(self, **sections) -> "Settings":
