@@ -67,7 +67,10 @@ class HostSettings:
     """Where the host's data lives and how to run it."""
 
     shared_dir: Path = REPO_ROOT.parent / "shared"
-    # A built SparrowRecSys checkout; None runs the test stand-in over the fixture.
+    # A folder in the host's web-root layout (sampledata/, modeldata/, posters/) for the stand-in;
+    # None: the fixture under shared_dir.
+    data_dir: Path | None = None
+    # A built SparrowRecSys checkout; None runs the test stand-in over the data folder.
     sparrow_home: Path | None = None
     http_port: int = 6010
     # Scratch space of the demo: composed web root, logs.
@@ -77,8 +80,8 @@ class HostSettings:
     start_timeout_s: float = 120.0
 
     @property
-    def fixture_webroot(self) -> Path:
-        return self.shared_dir / "sparrowrecsys" / "webroot"
+    def data_webroot(self) -> Path:
+        return self.data_dir or self.shared_dir / "sparrowrecsys" / "webroot"
 
     @property
     def bridge_jar(self) -> Path:
@@ -168,6 +171,7 @@ class Settings:
         work_dir = _path(env, "SPARROW_LLM_HOME", HostSettings.work_dir)
         host = HostSettings(
             shared_dir=_path(env, "SPARROW_LLM_SHARED", HostSettings.shared_dir),
+            data_dir=_path(env, "SPARROW_LLM_DATA_DIR", None),
             sparrow_home=_path(env, "SPARROW_HOME", None),
             http_port=_int(env, "PORT", HostSettings.http_port, minimum=0),
             work_dir=work_dir,

@@ -63,7 +63,7 @@ def resolve_host(settings: Settings) -> HostRuntime:
 
 def _compose_standin_webroot(settings: Settings, runtime: HostRuntime) -> None:
     """A web root of links into the read-only fixture, with a real `modeldata/` the store can write in."""
-    fixture = settings.host.fixture_webroot
+    fixture = settings.host.data_webroot
     if not (fixture / schema.RATINGS_CSV).is_file():
         raise ConfigError(f"fixture web root not found at {fixture}: set SPARROW_LLM_SHARED to the shared/ folder")
     webroot = runtime.webroot
