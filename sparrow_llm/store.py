@@ -114,6 +114,17 @@ class Profile:
                    created_at_ms=int(data["createdAt"]), meta=data.get("meta") or {})
 
 
+def _parse_or_none(raw, parse, where: str):
+    """A stored value parsed, or None when absent or unreadable (logged: the reader falls back)."""
+    if raw is None:
+        return None
+    try:
+        return parse(raw)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable %s: %s", where, exc)
+        return None
+
+
 class Store(ABC):
     """Records, profiles and cache entries; every write is all-or-nothing for a reader."""
 
@@ -223,14 +234,7 @@ class FileStore(Store):
         self._write_atomic(self._cache_path(key), json.dumps(value, ensure_ascii=False))
 
     def _parse(self, path: Path, parse):
-        text = self._read(path)
-        if text is None:
-            return None
-        try:
-            return parse(text)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring unreadable store file %s: %s", path, exc)
-            return None
+        return _parse_or_none(self._read(path), parse, f"store file {path}")
 
 
 class RedisStore(Store):
@@ -279,14 +283,7 @@ class RedisStore(Store):
         )
 
     def _get(self, key: str, parse):
-        raw = self._run(lambda c: c.get(key))
-        if raw is None:
-            return None
-        try:
-            return parse(raw)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring unreadable Redis value %s: %s", key, exc)
-            return None
+        return _parse_or_none(self._run(lambda c: c.get(key)), parse, f"Redis value {key}")
 
     def get_record(self, model: str, user_id: int) -> Record | None:
         return self._get(schema.REDIS_RECORD.format(model=model, user_id=int(user_id)), Record.from_json)
