@@ -1,0 +1,34 @@
+"""The command line: the demo's check end to end, and clear errors for a user's mistakes."""
+import subprocess
+import sys
+
+from sparrow_llm.cli import main
+from sparrow_llm.demo import run_demo
+
+from .conftest import host_settings
+
+
+def test_demo_check_passes_on_the_fixture(built_bridge, tmp_path):
+    lines = []
+    assert run_demo(host_settings(tmp_path), "recent", check=True, progress=False, echo=lines.append) == 0
+    assert lines[-1].startswith("PASS: /getrecforyou?id=1&size=32&model=recent came through the stage")
+    assert any(line.startswith("recent: ") and " written" in line for line in lines)
+
+
+def test_rerank_without_a_bridge_says_how_to_start_one(tmp_path, capsys):
+    code = main(["rerank", "--model", "recent", "--connect-file", str(tmp_path / "none.json"),
+                 "--store-dir", str(tmp_path / "store"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no connect file" in err and "sparrow-llm demo" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_model_is_a_clear_error(tmp_path, capsys):
+    code = main(["rerank", "--model", "nope", "--store-dir", str(tmp_path)])
+    assert code == 2 and "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_bad_user_list_is_refused_by_the_parser():
+    done = subprocess.run([sys.executable, "-m", "sparrow_llm.cli", "rerank", "--model", "recent", "--users", "1,x"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "expected comma-separated user ids" in done.stderr
