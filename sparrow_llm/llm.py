@@ -12,15 +12,17 @@ import email.utils
 import json
 import logging
 import random
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .bridge import MovieMeta
 from .config import ConfigError, LLMSettings
 from .prompts import PromptRequest, Rated, movie_label, movie_text
 from .schema import LIKED_RATING
@@ -105,7 +107,7 @@ class Backend(ABC):
 
     @abstractmethod
     def rank(self, request: PromptRequest) -> Completion:
-        """PALR step 2: the compact JSON answer `[{"i": index, "r": reason}, ...]`, best first."""
+        """PALR step 2: the answer the rank prompt asks for (`[[index, "reason"], ...]`, best first)."""
 
     def close(self) -> None:
         """Release connections."""
@@ -357,6 +359,7 @@ class ZhipuBackend(ChatBackend):
 # ---- local ----------------------------------------------------------------------------------
 
 _MINILM = "all-MiniLM-L6-v2"
+_DIM = 384
 
 
 class _MiniLM:
@@ -375,23 +378,22 @@ class _MiniLM:
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self._model = AutoModel.from_pretrained(path, local_files_only=True).eval()
         self._torch = torch
-        self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
-    def encode(self, texts: Sequence[str], *, cache: bool) -> np.ndarray:
-        """(len(texts), 384) unit vectors; `cache` keeps them for the process (movie texts repeat)."""
-        with self._lock:
-            todo = list(dict.fromkeys(t for t in texts if t not in self._cache)) if cache else list(texts)
-            fresh = {}
-            for start in range(0, len(todo), self._BATCH):
-                batch = todo[start:start + self._BATCH]
-                fresh.update(zip(batch, self._embed(batch)))
-            if cache:
-                self._cache.update(fresh)
-                fresh = self._cache
-            return np.stack([fresh[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), 384) float32 unit vectors, run through the model in batches of 64.
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
+        Texts are batched by length, so that a batch pads to a similar length, not to its longest outlier.
+        """
+        out = np.empty((len(texts), _DIM), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with self._lock:
+            for start in range(0, len(order), self._BATCH):
+                rows = order[start:start + self._BATCH]
+                out[rows] = self._batch([texts[i] for i in rows])
+        return out
+
+    def _batch(self, texts: list[str]) -> np.ndarray:
         batch = self._tokenizer(texts, padding=True, truncation=True, max_length=self._MAX_LENGTH,
                                 return_tensors="pt")
         with self._torch.inference_mode():
@@ -414,6 +416,47 @@ def _minilm() -> _MiniLM:
         return _ENCODER
 
 
+class _Vectors:
+    """Movie-text embeddings behind an LRU of `capacity` texts (0: none, every lookup runs the model).
+
+    The same movies recur across users (the host's candidates above all), so each distinct text
+    runs through the model once while it stays cached; one lookup embeds its misses together.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 0:
+            raise ConfigError(f"the embedding cache size must be >= 0, got {capacity}")
+        self.capacity = capacity
+        self.embedded = 0  # texts run through the model, for benches and tests
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def lookup(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), 384) unit vectors, one row per text."""
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for text in dict.fromkeys(texts):
+                vector = self._cache.get(text)
+                if vector is not None:
+                    self._cache.move_to_end(text)
+                    found[text] = vector
+        misses = [t for t in dict.fromkeys(texts) if t not in found]
+        if misses:
+            # Outside the lock: the model takes its own; a text two threads both miss is embedded twice, harmlessly.
+            fresh = _minilm().embed(misses)
+            found.update(zip(misses, fresh))
+            with self._lock:
+                self.embedded += len(misses)
+                if self.capacity:
+                    self._cache.update(zip(misses, fresh))
+                    while len(self._cache) > self.capacity:
+                        self._cache.popitem(last=False)
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, _DIM), dtype=np.float32)
+
+
 def _unit(m: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(m, axis=-1, keepdims=True)
     return m / np.where(norms == 0, 1.0, norms)
@@ -423,16 +466,47 @@ def _top(counter: Counter, n: int) -> str:
     return ", ".join(f"{name} ({count})" for name, count in counter.most_common(n))
 
 
+# MovieLens moves a leading article behind the title ("Godfather, The"); reasons read it in front.
+_TRAILING_ARTICLE = re.compile(r"^(.+), (The|A|An|Les|Le|La|L'|Il|El|Los|Las|Das|Der|Die|Un|Une)$")
+_TRAILING_PARENTHESES = re.compile(r"(?:\s*\([^)]*\))+\s*$")
+_REASON_WORDS = 4  # what the rank prompt allows a reason
+
+
+def _spoken_title(movie: MovieMeta) -> str:
+    """`The Godfather` for `Godfather, The`; alternative titles in trailing parentheses dropped."""
+    title = _TRAILING_PARENTHESES.sub("", movie.title).strip() or movie.title
+    match = _TRAILING_ARTICLE.match(title)
+    if match:
+        article, rest = match.group(2), match.group(1)
+        title = f"{article}{rest}" if article.endswith("'") else f"{article} {rest}"
+    return title
+
+
 class LocalBackend(Backend):
-    """Offline PALR: a rule-based profile and a MiniLM-embedding ranking, no generative model."""
+    """Offline PALR: a rule-based profile and a MiniLM-embedding ranking, no generative model.
+
+    The ranking's query is half recent taste (the user's last liked movies) and half long-term
+    taste (every history row, weighted by how far its rating is from the user's mean), as PALR's
+    prompt pairs the recent history with the profile. The local profile is itself a summary of
+    those rows, so the query reads them directly and the request's profile text is not embedded:
+    a user's ranking is numpy work on cached movie embeddings, and only movie texts never seen
+    before run through the model.
+    """
 
     name = "local-minilm"
     model = _MINILM
-    concurrency = 1  # one encoder per process; torch already uses every core
+    # Users one at a time: the encoder is one per process and torch already uses every core, so
+    # worker threads would only contend for the GIL and torch's threads.
+    concurrency = 1
 
     _DISLIKED = 2.5  # ratings at or below this count as dislikes
     _RECENT_LIKED = 10  # liked movies that form the "recent taste" half of the query
     _GENRE_WEIGHT = 0.2  # the genre-overlap term next to a cosine in [-1, 1]
+    EMBEDDING_CACHE = 20_000  # movie texts (384 float32 each: about 30 MB)
+
+    def __init__(self, *, embedding_cache: int = EMBEDDING_CACHE):
+        super().__init__()
+        self.vectors = _Vectors(embedding_cache)
 
     def profile(self, request: PromptRequest) -> Completion:
         started = time.perf_counter()
@@ -469,23 +543,26 @@ class LocalBackend(Backend):
         candidates, history = request.candidates, request.history
         if not candidates or not history:
             return Completion("[]", 0, 0, self.model, time.perf_counter() - started)
-        encoder = _minilm()
-        seeds = [r.movie for r in history if r.rating >= LIKED_RATING][-self._RECENT_LIKED:] \
-            or [r.movie for r in history[-self._RECENT_LIKED:]]
-        cand_vecs = encoder.encode([movie_text(m) for m in candidates], cache=True)
-        seed_vecs = encoder.encode([movie_text(m) for m in seeds], cache=True)
-        # The query is half long-term profile, half recent taste, as in PALR's prompt.
-        query = _unit(seed_vecs.mean(axis=0))
-        if request.profile:
-            query = _unit(query + encoder.encode([request.profile], cache=False)[0])
+        # One lookup for the user: candidates and history together, misses embedded in one go.
+        vecs = self.vectors.lookup([movie_text(m) for m in candidates] + [movie_text(r.movie) for r in history])
+        cand_vecs, hist_vecs = vecs[:len(candidates)], vecs[len(candidates):]
+        ratings = np.array([r.rating for r in history], dtype=np.float32)
+        liked = np.flatnonzero(ratings >= LIKED_RATING)
+        seeds = (liked if liked.size else np.arange(len(history)))[-self._RECENT_LIKED:]
+        recent = _unit(hist_vecs[seeds].mean(axis=0))
+        # Long-term: loved rows pull, hated rows push; a user who rates everything alike, plain mean.
+        centred = ratings - ratings.mean()
+        lasting = _unit(centred @ hist_vecs if np.any(centred) else hist_vecs.mean(axis=0))
+        query = _unit(recent + lasting)
         weights = self._genre_weights(history)
-        overlap = np.array([np.mean([weights.get(g, 0.0) for g in m.genres]) if m.genres else 0.0
-                            for m in candidates])
+        overlap = np.array([sum(weights.get(g, 0.0) for g in m.genres) / len(m.genres) if m.genres else 0.0
+                            for m in candidates], dtype=np.float32)
         scores = cand_vecs @ query + self._GENRE_WEIGHT * overlap
-        nearest = (cand_vecs @ seed_vecs.T).argmax(axis=1)
+        nearest = seeds[(cand_vecs @ hist_vecs[seeds].T).argmax(axis=1)]
         order = np.argsort(-scores, kind="stable")[: request.top_n]
-        answer = [{"i": int(i), "r": self._reason(candidates[i], weights, seeds[nearest[i]])} for i in order]
-        return Completion(json.dumps(answer, ensure_ascii=False), 0, 0, self.model, time.perf_counter() - started)
+        answer = [[int(i), self._reason(candidates[i], weights, history[nearest[i]].movie)] for i in order]
+        return Completion(json.dumps(answer, ensure_ascii=False, separators=(",", ":")), 0, 0, self.model,
+                          time.perf_counter() - started)
 
     @staticmethod
     def _genre_weights(history: Sequence[Rated]) -> dict[str, float]:
@@ -495,10 +572,12 @@ class LocalBackend(Backend):
         return {g: c / len(liked) for g, c in counts.items()}
 
     @staticmethod
-    def _reason(movie, weights: dict[str, float], closest) -> str:
+    def _reason(movie: MovieMeta, weights: dict[str, float], closest: MovieMeta) -> str:
+        """At most four words, as the rank prompt asks: `Crime, like Heat`, else the closest movie or the genres."""
         matched = sorted((g for g in movie.genres if weights.get(g)), key=lambda g: -weights[g])[:2]
-        like = f"like {movie_label(closest)}"
-        return f"{' & '.join(matched)}, {like}" if matched else like
+        like = f"like {_spoken_title(closest)}"
+        options = [f"{matched[0]}, {like}", like, " & ".join(matched)] if matched else [like]
+        return next((o for o in options if len(o.split()) <= _REASON_WORDS), "like your recent favourites")
 
 
 # name -> factory(settings)

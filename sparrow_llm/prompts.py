@@ -1,8 +1,12 @@
 """PALR's prompts: templates on disk rendered token-thrifty, and the parser of the answers they ask for.
 
-The rank prompt labels candidates with short indexes (`[3] Heat (1995) | Action,Crime`) and asks
-for a compact JSON list `[{"i": 3, "r": "short reason"}]`, so neither titles nor ids are repeated
-in the answer. `parse_ranking` reads that answer, and repairs the usual ways a model breaks it.
+The rank prompt lists the recent history grouped by rating level, without genres (the profile
+carries the genre taste): `4.5: Heat (1995); Alien (1979)`; it labels candidates with short
+indexes (`#3 Heat (1995)|Action Crime`) and asks for a JSON list of pairs `[[3,"tense heist"]]`
+with reasons of at most four words, so neither titles nor ids are repeated in the answer.
+`parse_ranking` reads that answer (and the object form `[{"i": 3, "r": "..."}]` of v1), and
+repairs the usual ways a model breaks it. The profile prompt groups the history the same way but
+keeps the genres, since the profile is where the genre taste is summarised.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .bridge import MovieMeta
 from .config import ConfigError, LLMSettings
@@ -21,13 +25,13 @@ __all__ = [
     "movie_label", "movie_text", "PARSE_OK", "PARSE_REPAIRED", "PARSE_FALLBACK", "PROMPT_VERSION",
 ]
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2"
 PARSE_OK, PARSE_REPAIRED, PARSE_FALLBACK = "ok", "repaired", "fallback"
 
-# Answer budgets (caps, not costs): a profile of about 60 words; a pick with a few-word reason
-# (`{"i": 12, "r": "tense heist thriller"},`) is 12 to 17 tokens.
+# Answer budgets (caps, not costs): a profile of about 60 words; a pick with a four-word reason
+# (`[12,"tense slow-burn heist thriller"],`) is 10 to 15 tokens.
 _PROFILE_MAX_TOKENS = 160
-_TOKENS_PER_PICK = 20
+_TOKENS_PER_PICK = 18
 _MAX_REASON_CHARS = 80
 # The placeholders each template may use.
 _FIELDS = {"profile": ("history",), "rank": ("profile", "history", "candidates", "top_n")}
@@ -51,8 +55,17 @@ def movie_text(movie: MovieMeta) -> str:
     return f"{movie_label(movie)} | {','.join(movie.genres) or '-'}"
 
 
-def _history_line(row: Rated) -> str:
-    return f"{movie_text(row.movie)} | {row.rating:g}"
+def _compact_text(movie: MovieMeta) -> str:
+    """`Title (1999)|Genre Genre`: a candidate, or a history row of the profile prompt (genre names have no spaces)."""
+    return f"{movie_label(movie)}|{' '.join(movie.genres) or '-'}"
+
+
+def _by_rating(rows: Sequence[Rated], text: Callable[[MovieMeta], str]) -> str:
+    """One line per rating level, best first, its movies oldest first: `4.5: Heat (1995); Alien (1979)`."""
+    levels: dict[float, list[str]] = {}
+    for row in rows:
+        levels.setdefault(row.rating, []).append(text(row.movie))
+    return "\n".join(f"{rating:g}: {'; '.join(titles)}" for rating, titles in sorted(levels.items(), reverse=True))
 
 
 @dataclass(frozen=True)
@@ -116,7 +129,7 @@ class Prompts:
     def profile_request(self, history: Sequence[Rated]) -> PromptRequest:
         """PALR step 1 over the most recent `history_items` rows of `history` (oldest first)."""
         recent = self._recent(history)
-        text = self._profile.substitute(history="\n".join(map(_history_line, recent)))
+        text = self._profile.substitute(history=_by_rating(recent, _compact_text))
         return PromptRequest("profile", self.version, ({"role": "user", "content": text},),
                              _PROFILE_MAX_TOKENS, recent)
 
@@ -126,8 +139,8 @@ class Prompts:
         recent = self._recent(history)
         text = self._rank.substitute(
             profile=profile.strip() or "-",
-            history="\n".join(map(_history_line, recent)),
-            candidates="\n".join(f"[{i}] {movie_text(m)}" for i, m in enumerate(candidates)),
+            history=_by_rating(recent, movie_label),
+            candidates="\n".join(f"#{i} {_compact_text(m)}" for i, m in enumerate(candidates)),
             top_n=top_n,
         )
         return PromptRequest("rank", self.version, ({"role": "user", "content": text},),
@@ -170,11 +183,15 @@ _FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([\]}])")
 # One `{"i": 3, "r": "..."}` object, loosely: single quotes, unquoted keys, a cut-off tail.
 _LOOSE_OBJECT = re.compile(
-    r"""\{\s*["']?(?:i|index|idx|id)["']?\s*:\s*["']?\[?(\d+)\]?["']?"""
+    r"""\{\s*["']?(?:i|index|idx|id)["']?\s*:\s*["']?(?:#|\[)?(\d+)\]?["']?"""
     r"""(?:\s*,\s*["']?(?:r|reason)["']?\s*:\s*(["'])(.*?)\2)?""", re.DOTALL)
-_BRACKET_INDEX = re.compile(r"\[(\d+)\]")
+# One `[3, "..."]` pair, loosely: `#3` (the label echoed), single quotes, a cut-off tail; `[3]` too, but
+# only as a list element.
+_LOOSE_PAIR = re.compile(r"""\[\s*["']?#?(\d+)["']?\s*(?:(,)\s*(?:(["'])(.*?)\3)?|\]|$)""", re.DOTALL)
+# A candidate's label echoed in prose: `#3` as the rank prompt shows it, or `[3]`.
+_LABEL_INDEX = re.compile(r"(?<![\w#])#(\d+)\b|\[(\d+)\]")
 _LEADING_NUMBER = re.compile(r"^\s*(?:#\s*)?(\d+)\s*[.):]\s*")
-_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\d+\s*[.)]\s*(?=\[))\s*")
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\d+\s*[.)]\s*(?=[\[#]))\s*")
 _YEAR_SUFFIX = re.compile(r"\s*\(\d{4}\)\s*$")
 _SEPARATORS = " \t-\u2013\u2014:|,;*\"'"
 
@@ -191,12 +208,18 @@ class _Titles:
     """Finds candidates by title, with or without the year; a title two candidates share is skipped."""
 
     def __init__(self, labels: Sequence[str]):
-        names: dict[str, set[int]] = {}
-        for i, label in enumerate(labels):
-            for name in {_norm(label), _norm(_YEAR_SUFFIX.sub("", label))}:
-                if name:
-                    names.setdefault(name, set()).add(i)
-        self._names = [(name, next(iter(ids))) for name, ids in names.items() if len(ids) == 1]
+        self._labels = labels
+        self._names: list[tuple[str, int]] | None = None  # built on the first find: an answer as asked needs none
+
+    def _index(self) -> list[tuple[str, int]]:
+        if self._names is None:
+            names: dict[str, set[int]] = {}
+            for i, label in enumerate(self._labels):
+                for name in {_norm(label), _norm(_YEAR_SUFFIX.sub("", label))}:
+                    if name:
+                        names.setdefault(name, set()).add(i)
+            self._names = [(name, next(iter(ids))) for name, ids in names.items() if len(ids) == 1]
+        return self._names
 
     def find(self, text: str) -> tuple[int, str] | None:
         """(index, the text after it) of the title that starts earliest in `text`, the longest on a tie.
@@ -204,7 +227,7 @@ class _Titles:
         Earliest, because a reason may name another movie ("Heat (1995): as tense as Ronin").
         """
         norm = f" {_norm(text)} "
-        hits = [(at, -len(name), name, index) for name, index in self._names
+        hits = [(at, -len(name), name, index) for name, index in self._index()
                 if (at := norm.find(f" {name} ")) >= 0]
         if not hits:
             return None
@@ -232,21 +255,23 @@ def _index(value: Any) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str):
-        match = re.fullmatch(r"\s*\[?(\d+)\]?\s*", value)
+        match = re.fullmatch(r"\s*(?:#|\[)?(\d+)\]?\s*", value)
         return int(match.group(1)) if match else None
     return None
 
 
 def _picks_from_json(value: Any, titles: _Titles) -> list[_Pick] | None:
-    """Picks from a decoded answer: a list of objects, numbers or titles (or such a list in an object)."""
+    """Picks from a decoded answer: a list of pairs, objects, numbers or titles (or such a list in an object)."""
     if isinstance(value, dict):
         value = next((v for v in value.values() if isinstance(v, list)), None)
     if not isinstance(value, list):
         return None
     picks = []
     for element in value:
-        reason = ""
-        if isinstance(element, dict):
+        reason: Any = ""
+        if isinstance(element, list):  # the pair `[3, "reason"]` (v2)
+            element, reason = (element + [None, ""])[:2]
+        elif isinstance(element, dict):  # the object `{"i": 3, "r": "reason"}` (v1)
             reason = element.get("r") or element.get("reason") or ""
             key = next((k for k in ("i", "index", "idx", "id") if k in element), None)
             element = element[key] if key else element.get("title")
@@ -292,8 +317,22 @@ def _loose_objects(text: str, titles: _Titles) -> list[_Pick] | None:
     return [(int(m.group(1)), _reason(m.group(3))) for m in _LOOSE_OBJECT.finditer(text)] or None
 
 
+def _loose_pairs(text: str, titles: _Titles) -> list[_Pick] | None:
+    """`[3, "..."]` pairs in JSON that does not decode: single quotes, or cut off by max_tokens.
+
+    A `[3]` without a reason counts only after `[` or `,`: in prose it is a label, for `_lines`.
+    """
+    return [(int(m.group(1)), _reason(m.group(4))) for m in _LOOSE_PAIR.finditer(text)
+            if m.group(2) or m.end() == len(text) or _after_list_start(text, m.start())] or None
+
+
+def _after_list_start(text: str, at: int) -> bool:
+    """Whether `text[at]` follows a `[` or `,` (spaces between allowed)."""
+    return text[max(0, at - 32):at].rstrip().endswith(("[", ","))
+
+
 def _lines(text: str, titles: _Titles) -> list[_Pick] | None:
-    """One pick per line: a title, else a `[3]` label, else a leading `3.` (the answer of a naive prompt)."""
+    """One pick per line: a title, else a `#3` or `[3]` label, else a leading `3.` (the answer of a naive prompt)."""
     picks = []
     for line in text.splitlines():
         line = line.replace("**", "")
@@ -302,23 +341,24 @@ def _lines(text: str, titles: _Titles) -> list[_Pick] | None:
             picks.append((found[0], _reason(found[1])))
             continue
         line = _BULLET.sub("", line)
-        match = _BRACKET_INDEX.search(line) or _LEADING_NUMBER.match(line)
+        match = _LABEL_INDEX.search(line) or _LEADING_NUMBER.match(line)
         if match:
-            picks.append((int(match.group(1)), _reason(line[match.end():])))
+            picks.append((int(next(g for g in match.groups() if g)), _reason(line[match.end():])))
     return picks or None
 
 
 # Repairs of an answer that is not exactly what was asked; the one that finds the most picks wins
 # (prose can hold a stray "[2]" that decodes as JSON), the earlier on a tie.
-_REPAIRS = (_embedded, _loose_objects, _lines)
+_REPAIRS = (_embedded, _loose_pairs, _loose_objects, _lines)
 
 
 def parse_ranking(text: str | None, candidates: Sequence[str]) -> ParsedRanking:
     """The candidates an answer picks, in its order; `candidates` are the labels the prompt showed.
 
-    `ok`: a JSON list, each element naming a different candidate. `repaired`: picks found another
-    way, or some dropped (hallucinated indexes, repeats). `fallback`: nothing usable; the caller
-    fills the list from the host's order, as it does after the picks.
+    `ok`: a JSON list (of pairs, objects or indexes), each element naming a different candidate.
+    `repaired`: picks found another way, or some dropped (hallucinated indexes, repeats).
+    `fallback`: nothing usable; the caller fills the list from the host's order, as it does after
+    the picks.
     """
     text = (text or "").strip()
     if not text:

@@ -5,14 +5,16 @@ import random
 import threading
 import time
 
+import numpy as np
 import pytest
 
+from sparrow_llm import llm as llm_module
 from sparrow_llm.config import ConfigError, LLMSettings, Settings
 from sparrow_llm.llm import (LLM_BACKENDS, LLMAuthError, LLMError, LLMRateLimited, LLMTimeout, LLMUnavailable,
                              LocalBackend, ZhipuBackend, make_backend)
-from sparrow_llm.prompts import PARSE_OK, Prompts, Rated, parse_ranking
+from sparrow_llm.prompts import PARSE_OK, Prompts, Rated, movie_text, parse_ranking
 
-from .fake_glm import CRIME_FAN, KIDS_FAN, MOVIES, VALID_KEY, Reply, fake_glm, glm_settings  # noqa: F401
+from .fake_glm import CRIME_FAN, KIDS_FAN, MOVIES, VALID_KEY, Reply, fake_glm, glm_settings, movie  # noqa: F401
 
 HELLO = [{"role": "user", "content": "Say hi"}]
 
@@ -259,4 +261,60 @@ def test_local_rank_puts_the_liked_genre_first(local, rated, liked, unrelated):
     reasons = dict(zip(order, parsed.reasons))
     top_genre = "Animation" if rated is KIDS_FAN else "Crime"
     assert top_genre in reasons[liked] and "like " in reasons[liked]
-    assert json.loads(answer.text)[0]["i"] == parsed.indexes[0]
+    assert all(len(r.split()) <= 4 for r in parsed.reasons)  # as the prompt asks
+    assert json.loads(answer.text)[0][0] == parsed.indexes[0]  # the pairs the v2 prompt asks for
+
+
+@pytest.mark.parametrize("closest, genres, reason", [
+    ("Godfather, The", ("Crime",), "Crime, like The Godfather"),
+    ("Postman, The (Postino, Il)", ("Crime",), "Crime, like The Postman"),
+    ("Heat", ("Horror",), "like Heat"),  # the user likes no Horror
+    ("Big Lebowski, The", ("Crime", "Drama"), "like The Big Lebowski"),
+    ("Lord of the Rings: The Two Towers", ("Crime", "Drama"), "Crime & Drama"),
+    ("Lord of the Rings: The Two Towers", ("Horror",), "like your recent favourites"),
+])
+def test_local_reasons_have_at_most_four_words(closest, genres, reason):
+    weights = {"Crime": 0.6, "Drama": 0.3}
+    assert LocalBackend._reason(movie(1, "X", 2000, *genres), weights, movie(2, closest, 1990)) == reason
+
+
+def _user(rated, candidates=(10, 14, 11, 8, 15)):
+    prompts = Prompts.from_settings(LLMSettings())
+    return prompts.rank_request(_rows(rated), [MOVIES[m] for m in candidates], "", top_n=5)
+
+
+def test_local_embeds_each_movie_text_once(monkeypatch):
+    backend = LocalBackend()
+    kids, crime = _user(KIDS_FAN), _user(CRIME_FAN)
+    first = backend.rank(kids).text
+    texts = {movie_text(m) for m in kids.candidates} | {movie_text(r.movie) for r in kids.history}
+    assert backend.vectors.embedded == len(backend.vectors) == len(texts)
+    backend.rank(crime)
+    texts |= {movie_text(r.movie) for r in crime.history}  # the candidates are shared: not embedded again
+    assert backend.vectors.embedded == len(texts)
+
+    # Warm: a user's ranking is numpy work on cached vectors, the model is not touched.
+    def no_model():
+        raise AssertionError("the model ran for a cached text")
+    monkeypatch.setattr(llm_module, "_minilm", no_model)
+    assert backend.rank(kids).text == first and backend.vectors.embedded == len(texts)
+
+
+def test_local_embedding_cache_is_a_bounded_lru():
+    cached, tiny, uncached = LocalBackend(), LocalBackend(embedding_cache=3), LocalBackend(embedding_cache=0)
+    request = _user(KIDS_FAN)
+    answers = {b.rank(request).text for b in (cached, tiny, uncached)}
+    assert len(answers) == 1  # the same ranking, whatever is cached
+    assert len(tiny.vectors) == 3 and len(uncached.vectors) == 0
+    n = uncached.vectors.embedded
+    uncached.rank(request)
+    assert uncached.vectors.embedded == 2 * n  # no cache: every ranking embeds the user's texts again
+    texts = [movie_text(m) for m in request.candidates]
+    assert np.allclose(cached.vectors.lookup(texts), uncached.vectors.lookup(texts), atol=1e-5)
+    # Least recently used goes first: a hit moves a text to the back.
+    tiny.vectors.lookup(["a", "b", "c"])
+    tiny.vectors.lookup(["a"])
+    tiny.vectors.lookup(["d"])
+    assert list(tiny.vectors._cache) == ["c", "a", "d"]
+    with pytest.raises(ConfigError, match="embedding cache"):
+        LocalBackend(embedding_cache=-1)

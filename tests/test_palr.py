@@ -3,6 +3,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
 
 import pytest
@@ -25,20 +26,20 @@ def _candidate_ids(body: dict) -> dict[int, int]:
     """Index -> movie id of the candidates a rank prompt showed (read back from its labels)."""
     text = body["messages"][0]["content"]
     by_label = {f"{m.title} ({m.release_year})": m.movie_id for m in MOVIES.values()}
-    return {int(i): by_label[label] for i, label in re.findall(r"^\[(\d+)\] (.+?) \|", text, re.MULTILINE)}
+    return {int(i): by_label[label] for i, label in re.findall(r"^#(\d+) (.+?)\|", text, re.MULTILINE)}
 
 
 def _is_rank(body: dict) -> bool:
-    return "Candidates:" in body["messages"][0]["content"]
+    return "\nCandidates (" in body["messages"][0]["content"]
 
 
 def answer_preferring(*movie_ids: int, wrap=lambda s: s, extra=()):
-    """A scripted GLM: profiles get PROFILE; rankings pick `movie_ids` by their index in the prompt."""
+    """A scripted GLM: profiles get PROFILE; rankings pick `movie_ids` by their index in the prompt, as pairs."""
     def reply(body: dict) -> Reply:
         if not _is_rank(body):
             return Reply(content=PROFILE, usage=(100, 12))
         index = {m: i for i, m in _candidate_ids(body).items()}
-        picks = [{"i": index[m], "r": f"pick {m}"} for m in movie_ids if m in index] + list(extra)
+        picks = [[index[m], f"pick {m}"] for m in movie_ids if m in index] + list(extra)
         return Reply(content=wrap(json.dumps(picks)), usage=(300, 30))
     return reply
 
@@ -62,7 +63,7 @@ def test_satisfies_the_ranker_protocol(ranker):
     for attr in Ranker.__annotations__:
         assert hasattr(ranker, attr)
     assert (ranker.name, ranker.candidate_source, ranker.needs_emb) == ("llm", "host", False)
-    assert (ranker.backend, ranker.version) == ("zhipuai:glm-4-flash", "palr-v1")
+    assert (ranker.backend, ranker.version) == ("zhipuai:glm-4-flash", "palr-v2")
 
 
 def test_llm_order_first_then_the_host_order(fake_glm, ranker):
@@ -76,7 +77,8 @@ def test_llm_order_first_then_the_host_order(fake_glm, ranker):
     assert ranking.meta == {"parse": "ok", "llm_calls": 2, "cache": "miss", "prompt_tokens": 400,
                             "completion_tokens": 42}
     profile_body, rank_body = fake_glm.requests
-    assert "Toy Story (1995) | Animation,Children,Comedy | 5" in profile_body["messages"][0]["content"]
+    assert "\n5: Toy Story (1995)|Animation Children Comedy; Aladdin (1992)|" in profile_body["messages"][0]["content"]
+    assert "\n5: Toy Story (1995); Aladdin (1992)\n4.5: Lion King, The (1994)\n" in rank_body["messages"][0]["content"]
     assert PROFILE in rank_body["messages"][0]["content"]
     assert 7 not in _candidate_ids(rank_body).values()
     Record("llm", 1, ranking.items, ranker.backend, ranker.version, meta=ranking.meta)  # a valid record
@@ -122,12 +124,14 @@ def test_cache_key_is_content_addressed(glm_settings):
     assert re.fullmatch(r"[0-9a-f]{64}", key) and key == cache_key(backend, prompts.profile_request([]))
     other_model = make_backend(dataclasses.replace(glm_settings, model="glm-4-plus"))
     assert cache_key(other_model, request) != key
-    assert cache_key(backend, dataclasses.replace(request, version="v2")) != key
+    assert request.version == "v2" and cache_key(backend, dataclasses.replace(request, version="v1")) != key
 
 
 @pytest.mark.parametrize("wrap, extra, parse", [
     (lambda s: f"Sure! Here you go:\n```json\n{s}\n```\nEnjoy.", (), "repaired"),
-    (lambda s: s, ({"i": 99, "r": "made up"}, {"i": 0, "r": "again"}, {"i": 0}), "repaired"),
+    (lambda s: s, ([99, "made up"], [0, "again"], [0]), "repaired"),
+    # The objects the v1 prompt asked for still read as they are.
+    (lambda s: json.dumps([{"i": i, "r": r} for i, r in json.loads(s)]), (), "ok"),
 ])
 def test_ugly_answers_are_repaired(fake_glm, ranker, wrap, extra, parse):
     fake_glm.default = answer_preferring(8, wrap=wrap, extra=extra)
@@ -206,12 +210,12 @@ def test_write_profile(fake_glm, glm_settings):
     ratings = tuple(UserRating(m, r, 1000 + i) for i, (m, r) in enumerate(KIDS_FAN))
     profile = write_profile(backend, UserHistory(1, True, ratings), MOVIES, prompts)
     assert (profile.user_id, profile.text, profile.backend, profile.version) == (1, PROFILE, "zhipuai:glm-4-flash",
-                                                                                 "palr-v1")
+                                                                                 "palr-v2")
     rows = "".join(f"{m},{r:g},{1000 + i}\n" for i, (m, r) in enumerate(KIDS_FAN))
     assert profile.history_hash == hashlib.sha256(rows.encode()).hexdigest() == history_hash(ratings)
     assert profile.meta == {"model": "glm-4-flash", "prompt_tokens": 90, "completion_tokens": 11}
     assert history_hash(ratings[:-1] + (UserRating(7, 2.0, 1005),)) != profile.history_hash
-    assert "Saw (2004) | Horror,Thriller | 1.5" in fake_glm.requests[0]["messages"][0]["content"]
+    assert "\n1.5: Saw (2004)|Horror Thriller\n" in fake_glm.requests[0]["messages"][0]["content"]
 
 
 # ---- the local backend end to end ---------------------------------------------------------------
@@ -239,9 +243,28 @@ def test_local_palr_end_to_end(local_backend, tmp_path):
     assert [r.items for r in again] == [kids.items, crime.items, horror.items]
 
 
+def test_the_local_backend_is_driven_one_user_at_a_time(local_backend, monkeypatch):
+    threads, in_flight, most = set(), [0], [0]
+    rank = local_backend.rank
+
+    def tracked(request):
+        threads.add(threading.get_ident())
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        try:
+            return rank(request)
+        finally:
+            in_flight[0] -= 1
+    monkeypatch.setattr(local_backend, "rank", tracked)
+    prompts = Prompts.from_settings(LLMSettings())
+    rankings = PalrRanker(local_backend, prompts).rank_many([context(u, profile=f"#{u}") for u in range(1, 6)])
+    assert local_backend.concurrency == 1 and most[0] == 1 and len(threads) == 1
+    assert all(r.meta["parse"] == "ok" for r in rankings)
+
+
 def test_from_settings_builds_the_configured_ranker(tmp_path):
     ranker = from_settings(Settings(), FileStore(tmp_path))
-    assert ranker.backend == "local-minilm" and ranker.version == "palr-v1" and ranker.store.root == tmp_path
+    assert ranker.backend == "local-minilm" and ranker.version == "palr-v2" and ranker.store.root == tmp_path
     settings = Settings().replace(llm={"history_items": 7, "rank_k": 30, "rank_top_n": 5})
     ranker = from_settings(settings, None)
     assert ranker.prompts.history_items == 7 and (ranker.k, ranker.top_n) == (30, 5)
