@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -17,6 +18,10 @@ def _int_list(text: str) -> list[int]:
         return [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated user ids, got {text!r}") from None
+
+
+def _name_list(text: str) -> list[str]:
+    return [x for x in text.replace(" ", "").split(",") if x]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +40,12 @@ def _users(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", type=int, help="a seeded random sample of this many users")
 
 
+def _spark(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Spark")
+    g.add_argument("--master", default="local[*]", help="Spark master (default: local[*])")
+    g.add_argument("--partitions", type=int, help="partitions of the LLM work (default: Spark's parallelism)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparrow-llm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,14 +61,45 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rerank", help="rank the host's candidates of users and write the store")
     p.add_argument("--model", required=True, help="plugin model, e.g. recent")
     _users(p)
+    p.add_argument("--spark", action="store_true", help="rank in Spark executors (candidates still come through "
+                                                          "the bridge, on the driver)")
+    _spark(p)
     _common(p)
     p.set_defaults(run=_rerank)
+
+    p = sub.add_parser("profiles", help="PALR profiles of every user whose history changed, with Spark",
+                       description="Writes a PALR profile per user into the store; users whose stored profile "
+                                   "matches their history (and the backend and prompt version) are skipped, so a "
+                                   "rerun resumes. LLM calls in flight: partitions x SPARROW_LLM_CONCURRENCY "
+                                   "(the local backend: partitions x 1), while partitions <= Spark's task slots.")
+    p.add_argument("--ratings", help="ratings.csv, any Spark URI (default: the data web root's sampledata)")
+    p.add_argument("--movies", help="movies.csv, any Spark URI (default: the data web root's sampledata)")
+    p.add_argument("--users", type=_int_list, help="comma-separated user ids (default: every user with ratings)")
+    p.add_argument("--parquet", metavar="OUT", help="also write every profile to this Parquet folder")
+    _spark(p)
+    _common(p)
+    p.set_defaults(run=_profiles)
 
     p = sub.add_parser("serve", help="nearline worker: rerank users the stage served without a fresh record")
     p.add_argument("--model", default="llm", help="nearline model (default: llm)")
     p.add_argument("--calls-per-hour", type=float, help="LLM call budget (default: 600)")
     _common(p)
     p.set_defaults(run=_serve)
+
+    p = sub.add_parser("eval", help="leave-last-out evaluation of the host and every rerank stage")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--data", type=Path, help="a SparrowRecsys data folder (default: the fixture web root)")
+    data.add_argument("--from-movielens", type=Path, metavar="DIR", help="build the data folder from MovieLens")
+    _users(p)
+    p.add_argument("--negatives", type=int, default=99,
+                   help="sampled-negatives variant: unrated movies drawn per user (0: off; default: 99)")
+    p.add_argument("--rankers", type=_name_list, help="comma list (default: host-rating, host-emb and every "
+                                                     "registered plugin model)")
+    p.add_argument("--seed", type=int, help="sampling and bootstrap seed (default: $SPARROW_LLM_SEED or 2024)")
+    p.add_argument("--out", type=Path, help="results folder (default: results/eval-<date>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(run=_eval)
 
     bridge = sub.add_parser("bridge", help="build or run the JVM bridge").add_subparsers(dest="action", required=True)
     p = bridge.add_parser("build", help="mvn package in jvm_bridge/ (bridge jar and stand-in host)")
@@ -76,10 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
-    store = {k: v for k, v in (("kind", args.store), ("dir", args.store_dir), ("redis_host", args.redis_host),
-                               ("redis_port", args.redis_port)) if v is not None}
+    # `eval` has no store or bridge flags: it runs its own host and store over its data copy.
+    store = {key: value for key, flag in (("kind", "store"), ("dir", "store_dir"), ("redis_host", "redis_host"),
+                                          ("redis_port", "redis_port"))
+             if (value := getattr(args, flag, None)) is not None}
     changes: dict = {"store": store} if store else {}
-    if args.connect_file:
+    if getattr(args, "connect_file", None):
         changes["bridge"] = {"connect_file": args.connect_file}
     if getattr(args, "port", None) is not None:
         changes["host"] = {"http_port": args.port}
@@ -93,9 +137,26 @@ def _demo(args, settings: Settings) -> int:
 
 
 def _rerank(args, settings: Settings) -> int:
-    from .run import run_rerank
+    if args.spark:
+        from .spark_jobs import run_rerank_spark
 
-    summary = run_rerank(settings, args.model, users=args.users, sample=args.sample, progress=not args.no_progress)
+        summary = run_rerank_spark(settings, args.model, users=args.users, sample=args.sample, master=args.master,
+                                   partitions=args.partitions, progress=not args.no_progress)
+    else:
+        from .run import run_rerank
+
+        summary = run_rerank(settings, args.model, users=args.users, sample=args.sample,
+                             progress=not args.no_progress)
+    print(summary.line())
+    return 0 if summary.failed == 0 else 1
+
+
+def _profiles(args, settings: Settings) -> int:
+    from .spark_jobs import run_profiles
+
+    summary = run_profiles(settings, ratings=args.ratings, movies=args.movies, master=args.master,
+                           partitions=args.partitions, users=args.users, parquet_out=args.parquet,
+                           progress=not args.no_progress)
     print(summary.line())
     return 0 if summary.failed == 0 else 1
 
@@ -119,6 +180,19 @@ def _serve(args, settings: Settings) -> int:
         summary = run_nearline(settings, client=client, store=open_default_store(settings), model=args.model,
                                stop=stop)
     print(summary.line())
+    return 0
+
+
+def _eval(args, settings: Settings) -> int:
+    from .evaluation import EvalOptions, run_eval
+
+    if args.seed is not None:
+        settings = settings.replace(seed=args.seed)
+    result = run_eval(settings, EvalOptions(
+        out=args.out, data=args.data, movielens=args.from_movielens, users=tuple(args.users or ()),
+        sample=args.sample, negatives=args.negatives, rankers=tuple(args.rankers or ()),
+        progress=not args.no_progress, command=args.command_line))
+    print(f"{len(result.users)} users in {result.wall_s:.0f} s: {result.report}, {result.chart}")
     return 0
 
 
@@ -151,17 +225,21 @@ def _bridge_info(args, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["sparrow-llm", *argv])  # results.md prints it, for reruns
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .bridge import BridgeError
     from .host import HostError
+    from .llm import LLMAuthError
     from .store import StoreError
 
     run: Callable = args.run
     try:
         return run(args, _settings(args))
-    except (ConfigError, BridgeError, HostError, StoreError, ValueError) as exc:
+    # LLMAuthError: a missing key, found before any work (its message never holds the key).
+    except (ConfigError, BridgeError, HostError, StoreError, LLMAuthError, ValueError) as exc:
         print(f"sparrow-llm: error: {exc}", file=sys.stderr)
         return 2
 

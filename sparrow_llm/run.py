@@ -15,11 +15,13 @@ from .host import resolve_host
 from .rankers import Ranker, UserContext, make_ranker
 from .store import Record, Store, open_store
 
-__all__ = ["RerankSummary", "select_users", "run_rerank", "open_default_store"]
+__all__ = ["RerankSummary", "select_users", "run_rerank", "open_default_store", "fetch_contexts", "rank_contexts"]
 
 log = logging.getLogger(__name__)
 
 
+# Host candidates fetched per user: the stage serves a record's movies, then the rest of this many in host order.
+_CANDIDATE_POOL = 800
 _COUNTED_OUTCOMES = ("parse", "cache")
 _SUMMED_USAGE = ("llm_calls", "prompt_tokens", "completion_tokens")
 
@@ -43,6 +45,16 @@ class RerankSummary:
         for key in _SUMMED_USAGE:
             if key in meta:
                 self.counters[key] = self.counters.get(key, 0) + int(meta[key])
+
+    def merge(self, other: "RerankSummary") -> "RerankSummary":
+        """Adds the counts of `other` (one Spark partition's users) to these; wall time stays this one's."""
+        self.users += other.users
+        self.written += other.written
+        self.skipped += other.skipped
+        self.failed += other.failed
+        for name, value in other.counters.items():
+            self.counters[name] = self.counters.get(name, 0) + value
+        return self
 
     def line(self) -> str:
         rate = self.users / self.wall_s if self.wall_s else 0.0
@@ -84,21 +96,9 @@ def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = 
         with tqdm(total=len(chosen), desc=f"rerank {ranker.name}", unit="user", disable=not progress) as bar:
             for start in range(0, len(chosen), batch):
                 user_batch = chosen[start:start + batch]
-                bundles, movies = client.user_bundles(user_batch, ranker.candidate_source, 800, ranker.needs_emb)
-                contexts = [UserContext(b.user_id, b.ratings, b.candidate_ids, movies,
-                                        store.get_profile(b.user_id)) for b in bundles if b.known]
-                summary.skipped += len(bundles) - len(contexts)
-                records = []
-                for ctx, ranking in zip(contexts, _rank_batch(ranker, contexts, summary)):
-                    if ranking is _FAILED:
-                        continue
-                    if ranking is None or not ranking.items:
-                        summary.skipped += 1
-                        continue
-                    summary.count(ranking.meta)
-                    records.append(Record(ranker.name, ctx.user_id, ranking.items, ranker.backend,
-                                          ranker.version, meta=ranking.meta))
-                summary.written += store.put_records(records)
+                contexts, unknown = fetch_contexts(client, ranker, store, user_batch)
+                summary.skipped += unknown
+                rank_contexts(ranker, contexts, store, summary)
                 summary.users += len(user_batch)
                 bar.update(len(user_batch))
     finally:
@@ -106,6 +106,32 @@ def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = 
         if own_client:
             client.close()
     return summary
+
+
+def fetch_contexts(client: BridgeClient, ranker: Ranker, store: Store,
+                   user_ids: Sequence[int]) -> tuple[list[UserContext], int]:
+    """One bulk call: the contexts of the users the host knows (with their stored profiles), and how many it
+    does not know. The contexts of one call share one movies dict."""
+    bundles, movies = client.user_bundles(user_ids, ranker.candidate_source, _CANDIDATE_POOL, ranker.needs_emb)
+    contexts = [UserContext(b.user_id, b.ratings, b.candidate_ids, movies, store.get_profile(b.user_id))
+                for b in bundles if b.known]
+    return contexts, len(bundles) - len(contexts)
+
+
+def rank_contexts(ranker: Ranker, contexts: list[UserContext], store: Store, summary: RerankSummary) -> None:
+    """Ranks one batch of users, writes their records in one store call, and counts them into `summary`
+    (all but `users`, which the caller counts as it picks users)."""
+    records = []
+    for ctx, ranking in zip(contexts, _rank_batch(ranker, contexts, summary)):
+        if ranking is _FAILED:
+            continue
+        if ranking is None or not ranking.items:
+            summary.skipped += 1
+            continue
+        summary.count(ranking.meta)
+        records.append(Record(ranker.name, ctx.user_id, ranking.items, ranker.backend, ranker.version,
+                              meta=ranking.meta))
+    summary.written += store.put_records(records)
 
 
 def _rank_batch(ranker: Ranker, contexts: list[UserContext], summary: RerankSummary):
