@@ -81,7 +81,12 @@ class HostSettings:
 
     @property
     def data_webroot(self) -> Path:
-        return self.data_dir or self.shared_dir / "sparrowrecsys" / "webroot"
+        """The host-layout folder offline jobs read: the data folder, a real host's web root, or the fixture."""
+        if self.data_dir is not None:
+            return self.data_dir
+        if self.sparrow_home is not None:
+            return self.sparrow_home / "target" / "classes" / "webroot"
+        return self.shared_dir / "sparrowrecsys" / "webroot"
 
     @property
     def bridge_jar(self) -> Path:

@@ -5,20 +5,17 @@ from __future__ import annotations
 import json
 import urllib.request
 from dataclasses import dataclass
-from typing import Callable
 
 from .bridge import BridgeClient
 from .config import Settings
 from .host import HostProcess
+from .rankers import prepare_model
 from .run import run_rerank
 from .store import Store, open_store
 
-__all__ = ["run_demo", "check_stage", "StageCheck", "DEMO_STEPS", "PAGE_SIZE"]
+__all__ = ["run_demo", "check_stage", "StageCheck", "PAGE_SIZE"]
 
 PAGE_SIZE = 32  # what user.html asks /getrecforyou for
-
-# model -> work that must run before its rerank (later stages add profiles, training).
-DEMO_STEPS: dict[str, Callable[[Settings, BridgeClient, Store], None]] = {}
 
 
 @dataclass(frozen=True)
@@ -62,9 +59,7 @@ def run_demo(settings: Settings, model: str = "recent", *, check: bool = False, 
         echo(f"host ({host.runtime.kind}) at {host.base_url}, log {host.log_path}")
         store = open_store(settings.store, host.runtime.store_dir)
         with BridgeClient(settings.bridge) as client:
-            step = DEMO_STEPS.get(model)
-            if step is not None:
-                step(settings, client, store)
+            prepare_model(model, settings, progress=progress)
             echo(run_rerank(settings, model, client=client, store=store, progress=progress).line())
         if check:
             result = check_stage(host.base_url, model, user_id, store)

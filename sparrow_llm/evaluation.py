@@ -42,7 +42,7 @@ Protocol (leave-last-out by time)
    request), LLM calls and tokens per user (`RerankSummary.counters`).
 
 Rankers compared: `host-rating`, `host-emb`, and every model of `rankers.RANKERS` (`recent`, `llm`,
-`clickprompt` once registered), each after its `demo.DEMO_STEPS` preparation run over the copy. The
+`clickprompt` once registered), each after its `rankers.PREPARE_STEPS` preparation run over the copy. The
 `llm` ranker uses the zhipuai backend when an API key is configured, else the configured backend
 (`local` by default). Output under `--out` (default `results/eval-<date>`): results.md (the command
 first), results.png, per_user.csv (the hidden movie's rank in every list), and work/ (copy, store,
@@ -67,10 +67,9 @@ from tqdm import tqdm
 from . import schema
 from .bridge import BridgeClient, MovieMeta, UserRating
 from .config import ConfigError, Settings, StoreSettings
-from .demo import DEMO_STEPS
 from .host import HostProcess
 from .metrics import METRICS, Interval, bootstrap_mean, coverage, long_tail_share, rank_of
-from .rankers import RANKERS, Ranker, UserContext, make_ranker
+from .rankers import PREPARE_STEPS, RANKERS, Ranker, UserContext, make_ranker, prepare_model
 from .run import RerankSummary, rank_contexts, run_rerank, select_users
 from .store import Store, open_store
 
@@ -141,7 +140,7 @@ class Arm:
     backend: str
     lists: dict[int, list[int]]  # user -> movie ids in the order the user sees them
     rank_s: float | None = None  # producing every user's ranking (None: the host ranks while serving)
-    prep_s: float | None = None  # one-off work before ranking (a DEMO_STEPS step: training, profiles)
+    prep_s: float | None = None  # one-off work before ranking (a PREPARE_STEPS step: training, profiles)
     serve_s: float | None = None  # every user's /getrecforyou request
     counters: dict[str, int] = field(default_factory=dict)
     from_store: int | None = None  # users the stage served from the store (not its host fallback)
@@ -413,10 +412,8 @@ def _plugin_arm(name: str, settings: Settings, client: BridgeClient, store: Stor
                 users: Sequence[EvalUser], progress: bool) -> tuple[Arm, Ranker]:
     """Prepare (over the copy), write records with run_rerank, read back what the stage serves."""
     started = time.perf_counter()
-    step = DEMO_STEPS.get(name)
-    if step is not None:
-        step(settings, client, store)
-    prep_s = time.perf_counter() - started if step is not None else None
+    prepare_model(name, settings, progress=progress)
+    prep_s = time.perf_counter() - started if name in PREPARE_STEPS else None
     ranker = make_ranker(name, settings, store)
     summary = run_rerank(settings, name, users=[u.user_id for u in users], client=client, store=store,
                          ranker=ranker, progress=progress)

@@ -11,7 +11,7 @@ from .config import Settings
 from .schema import LIKED_RATING
 from .store import Profile, RankedItem, Store
 
-__all__ = ["UserContext", "Ranking", "Ranker", "RecentRanker", "RANKERS", "make_ranker"]
+__all__ = ["UserContext", "Ranking", "Ranker", "RecentRanker", "RANKERS", "make_ranker", "PREPARE_STEPS", "prepare_model"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,26 @@ RANKERS: dict[str, Callable[[Settings, Store | None], Ranker]] = {
     "recent": lambda settings, store: RecentRanker(),
     "llm": _palr,
 }
+
+
+def _profiles(settings: Settings, progress: bool) -> None:
+    from .spark_jobs import run_profiles  # late: Spark starts only for models that need it
+
+    print(run_profiles(settings, progress=progress).line())
+
+
+# model name -> offline work its ranker needs first, over `settings.host.data_webroot` (the demo's
+# fixture, or the evaluation's copy without the hidden ratings): PALR's user profiles.
+PREPARE_STEPS: dict[str, Callable[[Settings, bool], None]] = {
+    "llm": _profiles,
+}
+
+
+def prepare_model(name: str, settings: Settings, *, progress: bool = True) -> None:
+    """Run the model's offline preparation, if it has one."""
+    step = PREPARE_STEPS.get(name)
+    if step is not None:
+        step(settings, progress)
 
 
 def make_ranker(name: str, settings: Settings, store: Store | None = None) -> Ranker:

@@ -32,3 +32,11 @@ def test_bad_user_list_is_refused_by_the_parser():
     done = subprocess.run([sys.executable, "-m", "sparrow_llm.cli", "rerank", "--model", "recent", "--users", "1,x"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "expected comma-separated user ids" in done.stderr
+
+
+def test_demo_check_passes_for_the_llm_model_offline(built_bridge, tmp_path):
+    """PALR with the local backend: the Spark profile job, rerank, the stage, the page's JSON."""
+    lines = []
+    assert run_demo(host_settings(tmp_path), "llm", check=True, progress=False, echo=lines.append) == 0
+    assert any(line.startswith("llm: ") and "parse ok" in line for line in lines)
+    assert lines[-1].startswith("PASS: /getrecforyou?id=1&size=32&model=llm")
