@@ -4,15 +4,14 @@ really stay in flight?
 Every call takes a fixed latency L at the server, so C calls in flight profile at best C / L users per
 second. The job runs N fixture users in a fresh store (zhipuai backend, the real client) and reports:
 
-  * the LLM phase: first request to last answer, as the server saw them; its users/s as a fraction of
-    C / L is the figure of merit (target >= 0.8);
-  * the same run's job wall time without Spark's start-up (reading the CSVs, grouping histories and the
-    broadcast included), and its users/s against C / L, for what a whole run costs on top.
+  * the job: its wall time without Spark's start-up (reading the CSVs, grouping histories and the
+    broadcast included); its users/s as a fraction of C / L is the figure of merit (target >= 0.8);
+  * the LLM phase alone: first request to last answer, as the server saw them, against C / L.
 
 Spark's start-up is the session and a first small job on other users (the JVM's warm-up and the Python
 workers' start, paid once per session); both are printed, neither is counted.
 
-    python bench/bench_profiles.py [--users 200] [--latency 0.2] [--partitions 2] [--concurrency 4]
+    python bench/bench_profiles.py [--users 595] [--latency 0.2] [--partitions 2] [--concurrency 4]
 """
 from __future__ import annotations
 
@@ -54,7 +53,7 @@ class _Clock:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--users", type=int, default=200, help="fixture users to profile (N)")
+    ap.add_argument("--users", type=int, default=595, help="fixture users to profile (N; the rest warm up)")
     ap.add_argument("--latency", type=float, default=0.2, help="seconds per call at the fake server (L)")
     ap.add_argument("--partitions", type=int, default=2, help="Spark partitions (<= the master's task slots)")
     ap.add_argument("--concurrency", type=int, default=4, help="calls in flight per partition")
@@ -104,8 +103,9 @@ def main() -> int:
           f"{job_rate / ideal:.2f} of ideal")
     print(f"Spark start-up, not counted: session {session_s:.2f} s, first job ({len(warm_up_users)} other users) "
           f"{warm_up.wall_s:.2f} s")
-    ok = phase_rate / ideal >= TARGET
-    print(f"{'PASS' if ok else 'FAIL'}: LLM phase at {phase_rate / ideal:.2f} of C/L (target >= {TARGET})")
+    ok = job_rate / ideal >= TARGET
+    print(f"{'PASS' if ok else 'FAIL'}: the job at {job_rate / ideal:.2f} of C/L (target >= {TARGET}); "
+          f"its LLM phase at {phase_rate / ideal:.2f}")
     return 0 if ok else 1
 
 
