@@ -1,5 +1,7 @@
 # The two set-up commands of the README. Each installs what it needs first (scripts/setup.sh).
-.PHONY: setup demo test bench
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+.PHONY: setup demo test
 
 setup:
 	bash scripts/setup.sh
@@ -10,5 +12,5 @@ demo: setup
 
 # The whole test suite: JUnit (the bridge, against a real redis-server) and pytest.
 test: setup
-	cd jvm_bridge && mvn -q -B package
+	cd jvm_bridge && mvn -B -ntp package | grep -E "Tests run:|BUILD|ERROR|FAIL"
 	python3 -m pytest
