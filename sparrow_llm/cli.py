@@ -80,6 +80,56 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(run=_profiles)
 
+    p = sub.add_parser("features", help="CTR samples in the host's schema, split by time (PySpark)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (train/, valid/, test/, _meta.json)")
+    p.add_argument("--ratings", help="ratings.csv, any Spark URI (default: the data web root's sampledata)")
+    p.add_argument("--movies", help="movies.csv, any Spark URI (default: the data web root's sampledata)")
+    p.add_argument("--host-train", help="the host's trainingSamples.csv: pass it through instead of building")
+    p.add_argument("--host-test", help="the host's testSamples.csv: pass it through instead of building")
+    p.add_argument("--resplit", action="store_true", help="with --host-*: join and split by time")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    _spark(p)
+    _common(p)
+    p.set_defaults(run=_features)
+
+    cp = sub.add_parser("clickprompt", help="ClickPrompt: train, evaluate, score").add_subparsers(
+        dest="action", required=True)
+    p = cp.add_parser("prepare", help="the serving checkpoint for the data folder (trained when missing, ~3 min)")
+    _common(p)
+    p.set_defaults(run=_cp_prepare)
+    for action, helptext in (("pretrain", "PA-MLM pretraining (CTR model + prompt generator + MLM head)"),
+                             ("finetune", "click fine-tuning: with the PLM, or the CTR model alone")):
+        p = cp.add_parser(action, help=helptext)
+        p.add_argument("--out", type=Path, required=True, help="checkpoint folder")
+        p.add_argument("--samples", type=Path, help="a `sparrow-llm features` output folder (default: build in pandas)")
+        p.add_argument("--epochs", type=int, default=1 if action == "pretrain" else 3)
+        p.add_argument("--max-steps", type=int, help="cap the steps of each epoch")
+        p.add_argument("--seed", type=int)
+        p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on 2 cores)")
+        if action == "finetune":
+            p.add_argument("--mode", choices=("ctr", "plm", "prefix", "prefix_add"), default="prefix")
+            p.add_argument("--init-from", type=Path, help="a pretrain checkpoint (CTR-only after PA-MLM)")
+        _common(p)
+        p.set_defaults(run=_cp_train)
+    p = cp.add_parser("eval", help="CTR-only, PLM-only, ClickPrompt with PLM, CTR-only after PA-MLM; seeds")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seeds", type=_int_list, default=[1, 2, 3])
+    p.add_argument("--samples", type=Path, help="a `sparrow-llm features` output folder")
+    p.add_argument("--host-samples", type=Path, help="the host's testSamples.csv, split by time")
+    p.add_argument("--fusion", choices=("prefix", "prefix_add"), default="prefix_add")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--max-steps", type=int, help="cap the steps of each epoch of the rows that read text")
+    p.add_argument("--train-frac", type=float, help="train on this share of the train split")
+    p.add_argument("--threads", type=int, default=1)
+    _common(p)
+    p.set_defaults(run=_cp_eval)
+    p = cp.add_parser("score", help="score the host's candidates and write `clickprompt` records")
+    p.add_argument("--checkpoint", type=Path, help="model folder (default: the data folder's prepared one)")
+    p.add_argument("--use-plm", action="store_true", help="score with the PLM (slower; needs a prefix_add model)")
+    _users(p)
+    _common(p)
+    p.set_defaults(run=_cp_score)
+
     p = sub.add_parser("serve", help="nearline worker: rerank users the stage served without a fresh record")
     p.add_argument("--model", default="llm", help="nearline model (default: llm)")
     p.add_argument("--calls-per-hour", type=float, help="LLM call budget (default: 600)")
@@ -157,6 +207,55 @@ def _profiles(args, settings: Settings) -> int:
     summary = run_profiles(settings, ratings=args.ratings, movies=args.movies, master=args.master,
                            partitions=args.partitions, users=args.users, parquet_out=args.parquet,
                            progress=not args.no_progress)
+    print(summary.line())
+    return 0 if summary.failed == 0 else 1
+
+
+def _features(args, settings: Settings) -> int:
+    from .spark_jobs import run_features
+
+    summary = run_features(args.out, ratings=args.ratings, movies=args.movies, webroot=settings.host.data_webroot,
+                           host_train=args.host_train, host_test=args.host_test, resplit=args.resplit,
+                           fmt=args.format, master=args.master)
+    print(f"features: {summary.rows} -> {summary.out} in {summary.wall_s:.1f} s")
+    return 0
+
+
+def _cp_prepare(args, settings: Settings) -> int:
+    from .clickprompt.stage import run_prepare
+
+    run_prepare(settings, progress=not args.no_progress)
+    return 0
+
+
+def _cp_train(args, settings: Settings) -> int:
+    from .clickprompt.stage import run_finetune, run_pretrain
+
+    common = dict(samples=args.samples, epochs=args.epochs, seed=args.seed, threads=args.threads,
+                  max_steps=args.max_steps, progress=not args.no_progress)
+    if args.action == "pretrain":
+        run_pretrain(settings, args.out, **common)
+    else:
+        run_finetune(settings, args.out, mode=args.mode, init_from=args.init_from, **common)
+    return 0
+
+
+def _cp_eval(args, settings: Settings) -> int:
+    from .clickprompt.stage import run_eval
+
+    run_eval(settings, args.out, seeds=args.seeds, samples=args.samples, host_samples=args.host_samples,
+             fusion=args.fusion, epochs=args.epochs, max_steps=args.max_steps, train_frac=args.train_frac,
+             threads=args.threads, progress=not args.no_progress)
+    return 0
+
+
+def _cp_score(args, settings: Settings) -> int:
+    from .clickprompt.stage import make_clickprompt_ranker
+    from .run import run_rerank
+
+    ranker = make_clickprompt_ranker(settings, checkpoint=args.checkpoint, use_plm=args.use_plm)
+    summary = run_rerank(settings, ranker.name, users=args.users, sample=args.sample, ranker=ranker,
+                         progress=not args.no_progress)
     print(summary.line())
     return 0 if summary.failed == 0 else 1
 

@@ -108,10 +108,17 @@ def _palr(settings: Settings, store: Store | None) -> Ranker:
     return from_settings(settings, store)
 
 
+def _clickprompt(settings: Settings, store: Store | None) -> Ranker:
+    from .clickprompt.stage import make_clickprompt_ranker  # late: torch only for this model
+
+    return make_clickprompt_ranker(settings, store)
+
+
 # model name -> factory(settings, store); the store is where a ranker may keep its cache.
 RANKERS: dict[str, Callable[[Settings, Store | None], Ranker]] = {
     "recent": lambda settings, store: RecentRanker(),
     "llm": _palr,
+    "clickprompt": _clickprompt,
 }
 
 
@@ -121,10 +128,18 @@ def _profiles(settings: Settings, progress: bool) -> None:
     print(run_profiles(settings, progress=progress).line())
 
 
+def _clickprompt_checkpoint(settings: Settings, progress: bool) -> None:
+    from .clickprompt.stage import run_prepare
+
+    run_prepare(settings, progress=progress)
+
+
 # model name -> offline work its ranker needs first, over `settings.host.data_webroot` (the demo's
-# fixture, or the evaluation's copy without the hidden ratings): PALR's user profiles.
+# fixture, or the evaluation's copy without the hidden ratings): PALR's user profiles, ClickPrompt's
+# checkpoint for that data folder (trained when missing).
 PREPARE_STEPS: dict[str, Callable[[Settings, bool], None]] = {
     "llm": _profiles,
+    "clickprompt": _clickprompt_checkpoint,
 }
 
 

@@ -15,9 +15,11 @@ Pipeline, one module per concern:
             the PLM with prefixes through a `transformers.DynamicCache` (see model.py's docstring);
             `MLMHead`; `ClickPrompt` with forward/loss/predict/mlm_loss and safetensors checkpoints.
   metrics   AUC (tie-aware) and log loss.
-  train     `prepare_data`, `pretrain` (PA-MLM), `finetune` (early stopping on validation AUC),
-            `evaluate`, `evaluate_table`, `run_experiment`.
+  train     `prepare_data` / `prepare_split`, `pretrain` (PA-MLM), `finetune` (early stopping on validation
+            AUC), `evaluate`, `evaluate_table`, `train_table`, `run_experiment`.
   score     `ClickPromptScorer`: one user's candidates scored from the user's whole history.
+  stage     the host-facing side: `ClickPromptRanker` (the `clickprompt` model), `prepare_clickprompt` (a
+            small model per data folder), and the `run_*` paths of `sparrow-llm clickprompt ...`.
 
 Fusion modes (`ClickPromptConfig.fusion`, the registry `FUSIONS`):
   ctr         the CTR model's logit alone; no PLM is built.
@@ -43,14 +45,17 @@ from typing import Any
 # public name -> defining module
 _EXPORTS = {
     **dict.fromkeys(("Split", "build_samples", "time_split", "read_host_samples", "movie_catalog",
-                     "movie_stats_now", "candidate_samples", "history_frame"), "samples"),
+                     "movie_stats_now", "candidate_samples", "history_frame", "read_sample_splits"), "samples"),
     **dict.fromkeys(("FeatureSpace", "EncodedSamples", "encode_samples", "sample_texts", "OOV"), "features"),
     **dict.fromkeys(("ClickPromptConfig", "ClickPrompt", "Fusion", "FUSIONS", "BACKBONES", "POOLINGS",
                      "DCNv2", "DeepFM", "FieldEmbedding", "PromptGenerator", "MLMHead"), "model"),
     **dict.fromkeys(("auc", "log_loss"), "metrics"),
-    **dict.fromkeys(("TrainOptions", "PreparedData", "FitResult", "Metrics", "prepare_data", "pretrain",
-                     "finetune", "evaluate", "evaluate_table", "run_experiment", "set_seed", "TABLE_ROWS"), "train"),
+    **dict.fromkeys(("TrainOptions", "PreparedData", "FitResult", "Metrics", "prepare_data", "prepare_split",
+                     "pretrain", "finetune", "evaluate", "evaluate_table", "train_table", "run_experiment", "set_seed",
+                     "TABLE_ROWS"), "train"),
     "ClickPromptScorer": "score",
+    **dict.fromkeys(("ClickPromptRanker", "default_checkpoint", "prepare_clickprompt", "make_clickprompt_ranker",
+                     "run_prepare", "run_pretrain", "run_finetune", "run_eval", "run_score"), "stage"),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -166,6 +166,12 @@ class EncodedSamples:
     @property
     def has_text(self) -> bool:
         return self.input_ids is not None
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> "EncodedSamples":
+        """The samples at `rows`, every array alike (e.g. a smaller validation set for a quick run)."""
+        rows = np.asarray(rows)
+        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)
+                                if getattr(self, f.name) is not None})
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         """Batches of tensors; text is cut to the longest sequence of each batch (padding costs attention)."""

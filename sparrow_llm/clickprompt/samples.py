@@ -37,7 +37,7 @@ from .schema import (
 
 __all__ = [
     "Split", "movie_catalog", "build_samples", "time_split", "read_host_samples", "movie_stats_now",
-    "candidate_samples", "history_frame",
+    "candidate_samples", "history_frame", "read_sample_splits", "SPLIT_NAMES",
 ]
 
 _YEAR_RE = re.compile(r"\s*\((\d{4})\)\s*$")
@@ -45,6 +45,8 @@ _YEAR_RE = re.compile(r"\s*\((\d{4})\)\s*$")
 _NOW = np.iinfo(np.int64).max
 # Ratings are summed as integers of hundredths (see `_moments`).
 _RATING_SCALE = 100
+# Folders of a split sample set (the `sparrow-llm features` job's output), in `Split` order.
+SPLIT_NAMES = ("train", "valid", "test")
 
 
 class Split(NamedTuple):
@@ -276,14 +278,50 @@ def time_split(samples: pd.DataFrame, test_frac: float = 0.2, valid_frac: float 
     ts = samples[COL_TIMESTAMP].to_numpy(dtype=np.int64)
     if len(ts) == 0:
         raise ValueError("no samples to split")
-    test_from = int(np.quantile(ts, 1.0 - test_frac, method="higher"))
+    test_from = _cut_off(ts, test_frac)
     rest = ts < test_from
-    valid_from = int(np.quantile(ts[rest], 1.0 - valid_frac, method="higher")) if rest.any() else test_from
+    valid_from = _cut_off(ts[rest], valid_frac) if rest.any() else test_from
     test = ~rest
     valid = rest & (ts >= valid_from)
     train = rest & ~valid
     return Split(samples[train].reset_index(drop=True), samples[valid].reset_index(drop=True),
                  samples[test].reset_index(drop=True), valid_from, test_from)
+
+
+def _cut_off(ts: np.ndarray, frac: float) -> int:
+    """The first timestamp of the latest `frac` of `ts`."""
+    return int(np.quantile(ts, 1.0 - frac, method="higher"))
+
+
+def read_sample_splits(folder: str | Path, valid_frac: float = 0.1) -> Split:
+    """Samples already split (the `sparrow-llm features` job's CSV output: `train/`, `valid/`, `test/`, each
+    of `part-*.csv` files in the host's columns) as a `Split`.
+
+    The host's own split passed through without re-splitting has an empty `valid/`: then the latest
+    `valid_frac` of train (by time) becomes validation, so early stopping never reads the test part.
+    """
+    folder = Path(folder)
+    parts = []
+    for name in SPLIT_NAMES:
+        if not (folder / name).is_dir():
+            raise ValueError(f"{folder} has no {name}/ folder: expected the CSV output of `sparrow-llm features`")
+        # Spark may leave an empty file for an empty partition: no header, nothing to read.
+        files = [f for f in sorted((folder / name).glob("part-*.csv")) if f.stat().st_size > 0]
+        frames = [read_host_samples(f) for f in files]
+        parts.append(pd.concat(frames, ignore_index=True).astype(SAMPLE_DTYPES) if frames else _empty_samples())
+    train, valid, test = parts
+    if train.empty or test.empty:
+        raise ValueError(f"{folder}: train/ and test/ must hold samples (got {len(train)} and {len(test)} rows)")
+    if valid.empty:
+        ts = train[COL_TIMESTAMP].to_numpy(dtype=np.int64)
+        late = ts >= _cut_off(ts, valid_frac)
+        train, valid = train[~late].reset_index(drop=True), train[late].reset_index(drop=True)
+    test_from = int(test[COL_TIMESTAMP].min())
+    return Split(train, valid, test, int(valid[COL_TIMESTAMP].min()) if len(valid) else test_from, test_from)
+
+
+def _empty_samples() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=SAMPLE_DTYPES[c]) for c in SAMPLE_COLUMNS})
 
 
 def read_host_samples(path: str | Path) -> pd.DataFrame:
