@@ -250,14 +250,12 @@ def _cp_eval(args, settings: Settings) -> int:
 
 
 def _cp_score(args, settings: Settings) -> int:
-    from .clickprompt.stage import make_clickprompt_ranker
-    from .run import run_rerank
+    from .clickprompt.stage import make_clickprompt_ranker, run_score
 
-    ranker = make_clickprompt_ranker(settings, checkpoint=args.checkpoint, use_plm=args.use_plm)
-    summary = run_rerank(settings, ranker.name, users=args.users, sample=args.sample, ranker=ranker,
-                         progress=not args.no_progress)
-    print(summary.line())
-    return 0 if summary.failed == 0 else 1
+    checkpoint = args.checkpoint or make_clickprompt_ranker(settings).checkpoint
+    run_score(settings, checkpoint, users=args.users, sample=args.sample, use_plm=args.use_plm,
+              progress=not args.no_progress)
+    return 0
 
 
 def _serve(args, settings: Settings) -> int:
