@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cp.add_parser("score", help="score the host's candidates and write `clickprompt` records")
     p.add_argument("--checkpoint", type=Path, help="model folder (default: the data folder's prepared one)")
     p.add_argument("--use-plm", action="store_true", help="score with the PLM (slower; needs a prefix_add model)")
+    p.add_argument("--max-candidates", type=int, help="score only the first N host candidates (PLM: ~14 ms each)")
     _users(p)
     _common(p)
     p.set_defaults(run=_cp_score)
@@ -250,11 +251,10 @@ def _cp_eval(args, settings: Settings) -> int:
 
 
 def _cp_score(args, settings: Settings) -> int:
-    from .clickprompt.stage import make_clickprompt_ranker, run_score
+    from .clickprompt.stage import run_score
 
-    checkpoint = args.checkpoint or make_clickprompt_ranker(settings).checkpoint
-    run_score(settings, checkpoint, users=args.users, sample=args.sample, use_plm=args.use_plm,
-              progress=not args.no_progress)
+    run_score(settings, args.checkpoint, users=args.users, sample=args.sample, use_plm=args.use_plm,
+              max_candidates=args.max_candidates, progress=not args.no_progress)
     return 0
 
 

@@ -54,8 +54,9 @@ _EXPORTS = {
                      "pretrain", "finetune", "evaluate", "evaluate_table", "train_table", "run_experiment", "set_seed",
                      "TABLE_ROWS"), "train"),
     "ClickPromptScorer": "score",
-    **dict.fromkeys(("ClickPromptRanker", "default_checkpoint", "prepare_clickprompt", "make_clickprompt_ranker",
-                     "run_prepare", "run_pretrain", "run_finetune", "run_eval", "run_score"), "stage"),
+    **dict.fromkeys(("ClickPromptRanker", "default_checkpoint", "prepare_clickprompt", "serving_checkpoint",
+                     "make_clickprompt_ranker", "run_prepare", "run_pretrain", "run_finetune", "run_eval",
+                     "run_score"), "stage"),
 }
 
 __all__ = sorted(_EXPORTS)

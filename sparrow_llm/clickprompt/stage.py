@@ -52,7 +52,7 @@ from .train import (
 
 __all__ = [
     "ClickPromptRanker", "checkpoint_version", "data_key", "default_checkpoint", "prepare_clickprompt",
-    "make_clickprompt_ranker", "load_training_data", "evaluate_seeds", "summarize", "table_markdown",
+    "serving_checkpoint", "make_clickprompt_ranker", "load_training_data", "evaluate_seeds", "summarize", "table_markdown",
     "run_prepare", "run_pretrain", "run_finetune", "run_eval", "run_score", "CHECKPOINTS_DIR", "TRAINING_FILE",
 ]
 
@@ -247,10 +247,9 @@ def run_prepare(settings: Settings, *, quick: bool = True, progress: bool = True
     return line
 
 
-def make_clickprompt_ranker(settings: Settings, store: Store | None = None, *,
-                            checkpoint: Path | str | None = None, use_plm: bool = False) -> ClickPromptRanker:
-    """The registry's factory: `checkpoint`, else the data folder's full checkpoint, else its quick one.
-    The store is not used (the model keeps no cache)."""
+def serving_checkpoint(settings: Settings, checkpoint: Path | str | None = None) -> Path:
+    """`checkpoint`, else the data folder's full checkpoint, else its quick one; a clear error when it does not
+    exist. Finds the folder without loading the model."""
     if checkpoint is not None:
         path = Path(checkpoint)
     else:
@@ -261,7 +260,13 @@ def make_clickprompt_ranker(settings: Settings, store: Store | None = None, *,
             f"no ClickPrompt checkpoint at {path} (for the data folder {settings.host.data_webroot}); train one "
             "with `sparrow-llm clickprompt prepare` (~3 min), or `sparrow-llm clickprompt pretrain` then "
             "`sparrow-llm clickprompt finetune --mode ctr --init-from <pretrain dir>` and pass that checkpoint")
-    return ClickPromptRanker(path, use_plm=use_plm)
+    return path
+
+
+def make_clickprompt_ranker(settings: Settings, store: Store | None = None, *,
+                            checkpoint: Path | str | None = None, use_plm: bool = False) -> ClickPromptRanker:
+    """The registry's factory over `serving_checkpoint`. The store is not used (the model keeps no cache)."""
+    return ClickPromptRanker(serving_checkpoint(settings, checkpoint), use_plm=use_plm)
 
 
 # ---- training and evaluation paths ---------------------------------------------------------------
@@ -417,12 +422,13 @@ def run_eval(settings: Settings, out: Path | str, *, seeds: Sequence[int] = (1, 
     return line
 
 
-def run_score(settings: Settings, model_dir: Path | str, *, users: Sequence[int] | None = None,
+def run_score(settings: Settings, model_dir: Path | str | None = None, *, users: Sequence[int] | None = None,
               sample: int | None = None, use_plm: bool = False, max_candidates: int | None = None,
               client: BridgeClient | None = None, store: Store | None = None, progress: bool = True,
               echo=print) -> str:
-    """`sparrow-llm clickprompt score`: `run.run_rerank` with a ranker over `model_dir`."""
-    ranker = ClickPromptRanker(model_dir, use_plm=use_plm, max_candidates=max_candidates)
+    """`sparrow-llm clickprompt score`: `run.run_rerank` with a ranker over `model_dir` (default: the data
+    folder's serving checkpoint, `serving_checkpoint`)."""
+    ranker = ClickPromptRanker(serving_checkpoint(settings, model_dir), use_plm=use_plm, max_candidates=max_candidates)
     line = run_rerank(settings, ranker.name, users=users, sample=sample, client=client, store=store, ranker=ranker,
                       progress=progress).line()
     echo(line)

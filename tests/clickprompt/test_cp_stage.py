@@ -193,7 +193,7 @@ def test_cli_paths_pretrain_finetune_eval(micro_settings, tmp_path):
     assert (tmp_path / "eval" / "seed-2" / "pretrain" / WEIGHTS_FILE).is_file()
 
 
-def test_served_by_the_host_stage(host, checkpoint):
+def test_served_by_the_host_stage(host, checkpoint, tiny_settings):
     ranker = ClickPromptRanker(checkpoint)
     summary = run_rerank(host.settings, "clickprompt", ranker=ranker, users=[1, 2, 3], progress=False)
     assert summary.written == 3 and summary.failed == 0
@@ -203,8 +203,10 @@ def test_served_by_the_host_stage(host, checkpoint):
         assert "source=store" in resp.headers.get("X-Sparrow-LLM", "")
         served = [m["movieId"] for m in json.loads(resp.read())]
     assert served == record.movie_ids[:10]
-    # The CLI's score path is the same run with a ranker over a given folder.
+    # The CLI's score path is the same run, by default over the data folder's serving checkpoint.
     printed = []
-    line = run_score(host.settings, checkpoint, users=[4], progress=False, echo=printed.append)
+    settings = host.settings.replace(host={"work_dir": tiny_settings.host.work_dir,
+                                           "data_dir": tiny_settings.host.data_dir})
+    line = run_score(settings, users=[4], progress=False, echo=printed.append)
     assert printed == [line] and line.startswith("clickprompt: 1 users, 1 written, 0 skipped, 0 failed")
     assert open_default_store(host.settings).get_record("clickprompt", 4).version == ranker.version
