@@ -5,7 +5,8 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -15,7 +16,8 @@ from .host import resolve_host
 from .rankers import Ranker, UserContext, make_ranker
 from .store import Record, Store, open_store
 
-__all__ = ["RerankSummary", "select_users", "run_rerank", "open_default_store", "fetch_contexts", "rank_contexts"]
+__all__ = ["RerankSummary", "select_users", "user_batches", "bridge_client", "run_rerank", "open_default_store",
+           "fetch_contexts", "rank_contexts"]
 
 log = logging.getLogger(__name__)
 
@@ -86,26 +88,40 @@ def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = 
     """Candidates from the host's recall layer -> ranker -> store, in bulk batches of users."""
     store = store or open_default_store(settings)
     ranker = ranker or make_ranker(model, settings, store)
-    own_client = client is None
-    client = client or BridgeClient(settings.bridge)
     summary = RerankSummary(model=ranker.name)
     started = time.perf_counter()
     try:
-        chosen = select_users(client.user_ids() if not users else (), users, sample, settings.seed)
-        batch = max(1, settings.bridge.batch_users)
-        with tqdm(total=len(chosen), desc=f"rerank {ranker.name}", unit="user", disable=not progress) as bar:
-            for start in range(0, len(chosen), batch):
-                user_batch = chosen[start:start + batch]
-                contexts, unknown = fetch_contexts(client, ranker, store, user_batch)
-                summary.skipped += unknown
-                rank_contexts(ranker, contexts, store, summary)
-                summary.users += len(user_batch)
-                bar.update(len(user_batch))
+        with bridge_client(settings, client) as client:
+            batches = user_batches(client, settings, users, sample)
+            with tqdm(total=sum(map(len, batches)), desc=f"rerank {ranker.name}", unit="user",
+                      disable=not progress) as bar:
+                for user_batch in batches:
+                    contexts, unknown = fetch_contexts(client, ranker, store, user_batch)
+                    summary.skipped += unknown
+                    rank_contexts(ranker, contexts, store, summary)
+                    summary.users += len(user_batch)
+                    bar.update(len(user_batch))
     finally:
         summary.wall_s = time.perf_counter() - started
-        if own_client:
-            client.close()
     return summary
+
+
+@contextmanager
+def bridge_client(settings: Settings, client: BridgeClient | None = None) -> Iterator[BridgeClient]:
+    """`client` as given, or a new one that is closed on the way out."""
+    if client is not None:
+        yield client
+        return
+    with BridgeClient(settings.bridge) as own:
+        yield own
+
+
+def user_batches(client: BridgeClient, settings: Settings, users: Sequence[int] | None,
+                 sample: int | None) -> list[list[int]]:
+    """The chosen users (`select_users`) cut into the bulk calls' batches."""
+    chosen = select_users(client.user_ids() if not users else (), users, sample, settings.seed)
+    size = max(1, settings.bridge.batch_users)
+    return [chosen[i:i + size] for i in range(0, len(chosen), size)]
 
 
 def fetch_contexts(client: BridgeClient, ranker: Ranker, store: Store,

@@ -86,7 +86,7 @@ from .llm import Backend, LLMError, make_backend
 from .palr import PalrRanker, history_hash, write_profile
 from .prompts import Prompts
 from .rankers import UserContext, make_ranker
-from .run import RerankSummary, fetch_contexts, open_default_store, rank_contexts, select_users
+from .run import RerankSummary, bridge_client, fetch_contexts, open_default_store, rank_contexts, user_batches
 from .schema import MOVIES_CSV, RATINGS_CSV
 from .store import Profile, Store
 
@@ -717,27 +717,25 @@ def run_rerank_spark(settings: Settings, model: str, *, users: Sequence[int] | N
                              "pass store=None to have each partition open the configured store") from None
     # The driver's ranker only says what to fetch (candidate source, embeddings) and names the summary.
     ranker = make_ranker(model, settings, store)
-    own_client = client is None
-    client = client or BridgeClient(settings.bridge)
     summary = RerankSummary(model=ranker.name)
     started = time.perf_counter()
     try:
-        chosen = select_users(client.user_ids() if not users else (), users, sample, settings.seed)
-        batch = max(1, settings.bridge.batch_users)
-        # A context travels without its movies; the executors attach the union of every batch's movies, which
-        # holds the same entry for each movie a user names (a user's batch fetched all of those).
-        contexts: list[UserContext] = []
-        movies: dict[int, MovieMeta] = {}
-        with tqdm(total=len(chosen), desc=f"fetch {ranker.name}", unit="user", disable=not progress) as bar:
-            for start in range(0, len(chosen), batch):
-                user_batch = chosen[start:start + batch]
-                found, unknown = fetch_contexts(client, ranker, store, user_batch)
-                if found:
-                    movies.update(found[0].movies)  # one dict per bulk call
-                contexts += [dataclasses.replace(c, movies={}) for c in found]
-                summary.users += len(user_batch)
-                summary.skipped += unknown
-                bar.update(len(user_batch))
+        with bridge_client(settings, client) as client:
+            batches = user_batches(client, settings, users, sample)
+            # A context travels without its movies; the executors attach the union of every batch's movies,
+            # which holds the same entry for each movie a user names (a user's batch fetched all of those).
+            contexts: list[UserContext] = []
+            movies: dict[int, MovieMeta] = {}
+            with tqdm(total=sum(map(len, batches)), desc=f"fetch {ranker.name}", unit="user",
+                      disable=not progress) as bar:
+                for user_batch in batches:
+                    found, unknown = fetch_contexts(client, ranker, store, user_batch)
+                    if found:
+                        movies.update(found[0].movies)  # one dict per bulk call
+                    contexts += [dataclasses.replace(c, movies={}) for c in found]
+                    summary.users += len(user_batch)
+                    summary.skipped += unknown
+                    bar.update(len(user_batch))
         if contexts:
             with _session(spark, master, "sparrow-llm-rerank") as spark:
                 sc = spark.sparkContext
@@ -754,6 +752,4 @@ def run_rerank_spark(settings: Settings, model: str, *, users: Sequence[int] | N
                 summary.merge(tally)
     finally:
         summary.wall_s = time.perf_counter() - started
-        if own_client:
-            client.close()
     return summary
