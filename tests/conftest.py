@@ -29,6 +29,25 @@ def fixture_webroot() -> Path:
     return FIXTURE_WEBROOT
 
 
+@pytest.fixture(scope="session")
+def sampledata(fixture_webroot) -> Path:
+    return fixture_webroot / "sampledata"
+
+
+@pytest.fixture(scope="session")
+def ratings(sampledata):
+    import pandas as pd
+
+    return pd.read_csv(sampledata / "ratings.csv")
+
+
+@pytest.fixture(scope="session")
+def movies(sampledata):
+    import pandas as pd
+
+    return pd.read_csv(sampledata / "movies.csv")
+
+
 class RedisServer:
     def __init__(self, port: int, proc: subprocess.Popen):
         self.port, self.proc = port, proc

@@ -33,19 +33,8 @@ def spark():
 
 
 @pytest.fixture(scope="module")
-def sampledata(fixture_webroot) -> Path:
-    return fixture_webroot / "sampledata"
-
-
-@pytest.fixture(scope="module")
-def movies(sampledata) -> pd.DataFrame:
-    return pd.read_csv(sampledata / "movies.csv")
-
-
-@pytest.fixture(scope="module")
-def ratings_slice(sampledata) -> pd.DataFrame:
+def ratings_slice(ratings) -> pd.DataFrame:
     """Every rating of the first users (same-second ratings of one user included)."""
-    ratings = pd.read_csv(sampledata / "ratings.csv")
     users = sorted(ratings[COL_USER].unique())[:SLICE_USERS]
     return ratings[ratings[COL_USER].isin(users)].reset_index(drop=True)
 

@@ -23,19 +23,6 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="session")
-def sampledata(fixture_webroot):
-    return fixture_webroot / "sampledata"
-
-
-@pytest.fixture(scope="session")
-def ratings(sampledata) -> pd.DataFrame:
-    return pd.read_csv(sampledata / "ratings.csv")
-
-
-@pytest.fixture(scope="session")
-def movies(sampledata) -> pd.DataFrame:
-    return pd.read_csv(sampledata / "movies.csv")
 
 
 @pytest.fixture(scope="session")
