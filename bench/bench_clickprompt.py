@@ -12,8 +12,10 @@ test split (mean ± std over seeds):
 Data: the fixture's ratings -> leak-free samples (`clickprompt.samples`) split by time (70/10/20), or
 `--host-samples` (the host's own sample file, e.g. sampledata/testSamples.csv, split by time the same way).
 `--train-frac` keeps a seeded random fraction of the training split for every model (validation and test
-stay whole): a MiniLM step is ~2 s on one core, so the whole split (~500 s an epoch) does not fit a
-bench run. `--max-steps-per-epoch` instead cuts only the text models' epochs (and PA-MLM's one epoch).
+stay whole). A MiniLM step (batch 64) is ~1.7 s on one thread, ~0.9 s on two; `--max-steps-per-epoch` cuts
+only the text models' epochs, `--pretrain-steps` PA-MLM's one epoch. `--eval-every N` validates every N
+steps as well as at each epoch's end (every model alike; on the full split a CTR model peaks inside its
+first epoch), and a model stops after `--patience` validations without a better validation AUC.
 Early stopping reads the validation split only; the test split is read once per model, at the end.
 
 Measured per model: AUC, LogLoss, inference µs/sample (model time only; CTR models the best of 5 passes),
@@ -22,8 +24,9 @@ the peak memory of training: each model (and PA-MLM) trains, all seeds, in a chi
 and its peak is the child's max RSS from `os.wait4` (`ru_maxrss`: the whole process, i.e. Python, torch,
 MiniLM, the encoded data and training).
 
-    python bench/bench_clickprompt.py [--seeds 1,2,3] [--train-frac 0.1] [--epochs 3]
-        [--max-steps-per-epoch N] [--fusion prefix_add] [--host-samples PATH] [--out DIR]
+    python bench/bench_clickprompt.py [--seeds 1,2,3] [--train-frac 0.1] [--epochs 3] [--eval-every N]
+        [--patience 1] [--max-steps-per-epoch N] [--pretrain-steps N] [--fusion prefix_add] [--threads 1]
+        [--host-samples PATH] [--out DIR]
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads must not spin
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -58,7 +62,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seeds", default="1,2,3", help="comma list (default: 1,2,3)")
     ap.add_argument("--train-frac", type=float, default=0.1, help="fraction of the training split (default: 0.1)")
     ap.add_argument("--epochs", type=int, default=3, help="epochs of every model, early-stopped (default: 3)")
-    ap.add_argument("--max-steps-per-epoch", type=int, help="cap of the text models' epochs and of PA-MLM")
+    ap.add_argument("--eval-every", type=int, help="validate every N steps too (default: at epoch ends only)")
+    ap.add_argument("--patience", type=int, default=1, help="validations without improvement before stopping")
+    ap.add_argument("--max-steps-per-epoch", type=int, help="cap of the text models' epochs")
+    ap.add_argument("--pretrain-steps", type=int, help="cap of PA-MLM's one epoch (default: the whole epoch)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of each training process (default: 1)")
+    ap.add_argument("--unfreeze-plm", action="store_true",
+                    help="fine-tune MiniLM itself in the PLM-only and with-PLM rows (PA-MLM keeps it frozen)")
+    ap.add_argument("--plm-lr", type=float, default=TrainOptions.plm_lr, help="MiniLM's learning rate when unfrozen")
     ap.add_argument("--fusion", default="prefix_add", choices=("prefix", "prefix_add"),
                     help="ClickPrompt with the PLM (default: prefix_add)")
     ap.add_argument("--host-samples", type=Path, help="a host sample file split by time instead of the fixture's ratings")
@@ -77,27 +88,34 @@ def _data(args: argparse.Namespace):
 
 def child(args: argparse.Namespace) -> None:
     """One model (or PA-MLM) for every seed, in this process alone, so its peak memory is its own."""
-    torch.set_num_threads(1)  # 2 cores shared: a second thread costs more than it gives on these sizes
+    torch.set_num_threads(args.threads)
     data = _data(args)
     progress = not args.no_progress
-    options = TrainOptions(epochs=args.epochs, progress=progress)
-    text_options = TrainOptions(epochs=args.epochs, max_steps_per_epoch=args.max_steps_per_epoch, progress=progress)
+    options = TrainOptions(epochs=args.epochs, eval_every=args.eval_every, patience=args.patience,
+                           plm_lr=args.plm_lr, progress=progress)
+    text_options = dataclasses.replace(options, max_steps_per_epoch=args.max_steps_per_epoch)
     for seed in args.seeds:
         config = ClickPromptConfig(fusion=args.fusion, seed=seed)
         seed_dir = args.out / f"seed-{seed}"
         if args.job == PRETRAIN_JOB:
             pretrain(config, data, seed_dir / PRETRAIN_DIR,
-                     TrainOptions(epochs=1, max_steps_per_epoch=args.max_steps_per_epoch, progress=progress))
+                     TrainOptions(epochs=1, max_steps_per_epoch=args.pretrain_steps, eval_batch_size=64,
+                                  progress=progress))
         else:
-            train_table(config, data, seed_dir, options, text_options=text_options, rows=[args.job],
+            train_table(config.replace(freeze_plm=not args.unfreeze_plm), data, seed_dir, options,
+                        text_options=text_options, rows=[args.job],
                         pretrained=seed_dir / PRETRAIN_DIR)
 
 
 def run_child(job: str, args: argparse.Namespace, out: Path) -> tuple[float, float]:
     """Runs one child to its end; its peak RSS in bytes and its wall seconds."""
     argv = ["--seeds", ",".join(map(str, args.seeds)), "--train-frac", str(args.train_frac), "--epochs",
-            str(args.epochs), "--fusion", args.fusion, "--out", str(out), "--job", job]
-    argv += ["--max-steps-per-epoch", str(args.max_steps_per_epoch)] if args.max_steps_per_epoch else []
+            str(args.epochs), "--patience", str(args.patience), "--fusion", args.fusion, "--threads",
+            str(args.threads), "--plm-lr", str(args.plm_lr), "--out", str(out), "--job", job]
+    argv += ["--unfreeze-plm"] if args.unfreeze_plm else []
+    for flag, value in (("--eval-every", args.eval_every), ("--max-steps-per-epoch", args.max_steps_per_epoch),
+                        ("--pretrain-steps", args.pretrain_steps)):
+        argv += [flag, str(value)] if value else []
     argv += ["--host-samples", str(args.host_samples)] if args.host_samples else []
     argv += ["--no-progress"] if args.no_progress else []
     started = time.perf_counter()
@@ -134,12 +152,14 @@ def main(argv=None) -> None:
         source = args.host_samples or "fixture ratings.csv -> samples"
         lines = [
             f"data: {source}; {len(data.train)} train (train-frac {args.train_frac}) / {len(data.valid)} valid / "
-            f"{len(data.test)} test samples; seeds {args.seeds}; epochs {args.epochs} (patience 1, best validation AUC); "
-            f"text epochs capped at {args.max_steps_per_epoch or 'all'} steps; with-PLM fusion {args.fusion}; "
-            f"batch 64; 1 torch thread",
+            f"{len(data.test)} test samples; seeds {args.seeds}; up to {args.epochs} epochs, validated every "
+            f"{args.eval_every or 'epoch'} steps, patience {args.patience}, best validation AUC kept; "
+            f"text epochs capped at {args.max_steps_per_epoch or 'all'} steps; PA-MLM {args.pretrain_steps or 'one epoch of'} "
+            f"steps; with-PLM fusion {args.fusion}; MiniLM {'fine-tuned at lr ' + str(args.plm_lr) if args.unfreeze_plm else 'frozen'} "
+            f"in the text rows; batch 64; {args.threads} torch thread(s)",
             "", table,
             f"PA-MLM: {peaks[PRETRAIN_JOB] / GIB:.2f} GiB peak RSS, {walls[PRETRAIN_JOB]:.0f} s for {len(args.seeds)} seeds "
-            f"(1 epoch each, validation included)",
+            f"(validation included)",
             "child wall seconds (data prep + training, all seeds): "
             + ", ".join(f"{job} {walls[job]:.0f}" for job in JOBS),
             "",

@@ -105,10 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=int, default=1 if action == "pretrain" else 3)
         p.add_argument("--max-steps", type=int, help="cap the steps of each epoch")
         p.add_argument("--seed", type=int)
-        p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on 2 cores)")
+        p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; leave the other core to the host)")
         if action == "finetune":
             p.add_argument("--mode", choices=("ctr", "plm", "prefix", "prefix_add"), default="prefix")
             p.add_argument("--init-from", type=Path, help="a pretrain checkpoint (CTR-only after PA-MLM)")
+            _validation_args(p)
         _common(p)
         p.set_defaults(run=_cp_train)
     p = cp.add_parser("eval", help="CTR-only, PLM-only, ClickPrompt with PLM, CTR-only after PA-MLM; seeds")
@@ -119,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion", choices=("prefix", "prefix_add"), default="prefix_add")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--max-steps", type=int, help="cap the steps of each epoch of the rows that read text")
+    p.add_argument("--pretrain-steps", type=int, help="cap PA-MLM's one epoch (default: the whole epoch)")
+    _validation_args(p)
     p.add_argument("--train-frac", type=float, help="train on this share of the train split")
     p.add_argument("--threads", type=int, default=1)
     _common(p)
@@ -222,6 +225,13 @@ def _features(args, settings: Settings) -> int:
     return 0
 
 
+def _validation_args(p: argparse.ArgumentParser) -> None:
+    # On the full fixture a model peaks inside its first epoch: epoch-end checks alone miss it.
+    p.add_argument("--eval-every", type=int, default=40, help="validate every N steps as well as at epoch ends (40)")
+    p.add_argument("--patience", type=int, default=2, help="validations without a better AUC before stopping (2)")
+    p.add_argument("--unfreeze-plm", action="store_true", help="fine-tune MiniLM too (rows that read text)")
+
+
 def _cp_prepare(args, settings: Settings) -> int:
     from .clickprompt.stage import run_prepare
 
@@ -237,7 +247,8 @@ def _cp_train(args, settings: Settings) -> int:
     if args.action == "pretrain":
         run_pretrain(settings, args.out, **common)
     else:
-        run_finetune(settings, args.out, mode=args.mode, init_from=args.init_from, **common)
+        run_finetune(settings, args.out, mode=args.mode, init_from=args.init_from, eval_every=args.eval_every,
+                     patience=args.patience, unfreeze_plm=args.unfreeze_plm, **common)
     return 0
 
 
@@ -245,7 +256,9 @@ def _cp_eval(args, settings: Settings) -> int:
     from .clickprompt.stage import run_eval
 
     run_eval(settings, args.out, seeds=args.seeds, samples=args.samples, host_samples=args.host_samples,
-             fusion=args.fusion, epochs=args.epochs, max_steps=args.max_steps, train_frac=args.train_frac,
+             fusion=args.fusion, epochs=args.epochs, max_steps=args.max_steps, pretrain_steps=args.pretrain_steps,
+             eval_every=args.eval_every, patience=args.patience, unfreeze_plm=args.unfreeze_plm,
+             train_frac=args.train_frac,
              threads=args.threads, progress=not args.no_progress)
     return 0
 

@@ -46,8 +46,8 @@ from .samples import build_samples, movie_stats_now, read_host_samples, read_sam
 from .schema import VOCAB_MOVIE, VOCAB_USER
 from .score import ClickPromptScorer
 from .train import (
-    HISTORY_FILE, TABLE_ROWS, PreparedData, TrainOptions, evaluate, evaluate_table, finetune, prepare_data,
-    prepare_split, pretrain, train_table,
+    HISTORY_FILE, PRETRAIN_DIR, TABLE_ROWS, FitResult, PreparedData, TrainOptions, evaluate, evaluate_table, finetune,
+    prepare_data, prepare_split, pretrain, train_table,
 )
 
 __all__ = [
@@ -67,12 +67,15 @@ _HASH_CHUNK = 1 << 20
 class _Recipe:
     """How `prepare_clickprompt` trains: PA-MLM for `pretrain_steps` (None: one whole epoch), validated on
     `pretrain_valid` samples (None: all; a one-epoch run only reports it, so a sample is enough), then a
-    CTR-only fine-tune from it, early-stopped on the whole validation split."""
+    CTR-only fine-tune from it, validated on the whole validation split every `eval_every` steps (a CTR model
+    on the full fixture peaks inside its first epoch) and stopped after `patience` checks without a gain."""
 
     name: str  # the checkpoint folder
     pretrain_steps: int | None
     pretrain_valid: int | None
-    finetune_epochs: int = 5
+    finetune_epochs: int = 3
+    eval_every: int = 40
+    patience: int = 2
 
 
 # quick: ~60 PA-MLM steps of 64 samples (~2 s each on one core) keep the whole run near 2-3 minutes.
@@ -211,13 +214,14 @@ def prepare_clickprompt(settings: Settings, *, checkpoint: Path | str | None = N
                            TrainOptions(epochs=1, max_steps_per_epoch=recipe.pretrain_steps, eval_batch_size=64,
                                         progress=progress))
             fit = finetune(config.replace(fusion="ctr"), data, staging / "model",
-                           TrainOptions(epochs=recipe.finetune_epochs, progress=progress), init_from=pre.checkpoint)
-        best = fit.history[fit.best_epoch - 1]
+                           TrainOptions(epochs=recipe.finetune_epochs, eval_every=recipe.eval_every,
+                                        patience=recipe.patience, progress=progress), init_from=pre.checkpoint)
+        best = fit.best_entry
         (fit.checkpoint / TRAINING_FILE).write_text(json.dumps({
             "recipe": dataclasses.asdict(recipe), "data_folder": str(settings.host.data_webroot),
             "data_key": data_key(settings.host.data_webroot), "train_samples": len(data.train),
             "pretrain_seconds": pre.history[0]["train_seconds"], "valid_mlm_loss": pre.history[0]["valid_mlm_loss"],
-            "valid_auc": best["valid_auc"], "best_epoch": fit.best_epoch, "wall_s": time.perf_counter() - started,
+            "valid_auc": best["valid_auc"], "best_step": best["step"], "wall_s": time.perf_counter() - started,
         }, indent=2))
         try:
             os.replace(fit.checkpoint, dest)
@@ -296,10 +300,6 @@ def load_training_data(settings: Settings, config: ClickPromptConfig, *, samples
     return prepare_split(split, movies, movie_stats_now(ratings), config)
 
 
-def _options(epochs: int, max_steps: int | None, progress: bool) -> TrainOptions:
-    return TrainOptions(epochs=epochs, max_steps_per_epoch=max_steps, progress=progress)
-
-
 def run_pretrain(settings: Settings, out: Path | str, *, samples: Path | str | None = None, epochs: int = 1,
                  seed: int | None = None, threads: int | None = 1, max_steps: int | None = None,
                  progress: bool = True, echo=print) -> str:
@@ -307,9 +307,10 @@ def run_pretrain(settings: Settings, out: Path | str, *, samples: Path | str | N
     config = ClickPromptConfig(fusion="prefix_add", seed=settings.seed if seed is None else seed)
     with _torch_threads(threads):
         data = load_training_data(settings, config, samples=samples)
-        fit = pretrain(config, data, out, _options(epochs, max_steps, progress))
-    best = fit.history[fit.best_epoch - 1]
-    line = (f"pretrain (PA-MLM): {len(data.train)} train samples, best epoch {fit.best_epoch}/{len(fit.history)} "
+        fit = pretrain(config, data, out, TrainOptions(epochs=epochs, max_steps_per_epoch=max_steps, eval_batch_size=64,
+                                                       progress=progress))
+    best = fit.best_entry
+    line = (f"pretrain (PA-MLM): {len(data.train)} train samples, best {_best_point(fit)}, "
             f"valid MLM loss {best['valid_mlm_loss']:.4f}, {_train_seconds(fit.history):.0f} s training -> {fit.checkpoint}")
     echo(line)
     return line
@@ -317,24 +318,28 @@ def run_pretrain(settings: Settings, out: Path | str, *, samples: Path | str | N
 
 def run_finetune(settings: Settings, out: Path | str, *, mode: str = "prefix", init_from: Path | str | None = None,
                  samples: Path | str | None = None, epochs: int = 3, seed: int | None = None,
-                 threads: int | None = 1, max_steps: int | None = None, progress: bool = True, echo=print) -> str:
+                 threads: int | None = 1, max_steps: int | None = None, eval_every: int | None = None,
+                 patience: int = 1, unfreeze_plm: bool = False, progress: bool = True, echo=print) -> str:
     """Click fine-tuning (`sparrow-llm clickprompt finetune`) in `mode` (ctr, plm, prefix, prefix_add) into
-    `out`, early-stopped on validation AUC, then scored once on the test split. `init_from`: a `run_pretrain`
-    checkpoint (its config is kept; the data must be prepared the same way, i.e. the same `samples`)."""
+    `out`, early-stopped on validation AUC (checked every `eval_every` steps and at epoch ends), then scored
+    once on the test split. `init_from`: a `run_pretrain` checkpoint (its config is kept; the data must be
+    prepared the same way, i.e. the same `samples`). `unfreeze_plm` fine-tunes MiniLM too."""
     if mode not in FUSIONS:
         raise ValueError(f"mode must be one of {sorted(FUSIONS)}, got {mode!r}")
     if init_from is not None and not FUSIONS[mode].uses_ctr:
         raise ValueError(f"init_from keeps a pretrained CTR model; mode {mode!r} has none")
     seed = settings.seed if seed is None else seed
     base = ClickPromptConfig.load(Path(init_from) / CONFIG_FILE) if init_from is not None else ClickPromptConfig()
-    config = base.replace(fusion=mode, seed=seed)
+    config = base.replace(fusion=mode, seed=seed, freeze_plm=not unfreeze_plm)
+    options = TrainOptions(epochs=epochs, max_steps_per_epoch=max_steps, eval_every=eval_every, patience=patience,
+                           progress=progress)
     with _torch_threads(threads):
         data = load_training_data(settings, config, samples=samples)
-        fit = finetune(config, data, out, _options(epochs, max_steps, progress), init_from=init_from)
+        fit = finetune(config, data, out, options, init_from=init_from)
         test = evaluate(fit.model, data.test)
-    best = fit.history[fit.best_epoch - 1]
+    best = fit.best_entry
     origin = f" from {init_from}" if init_from is not None else ""
-    line = (f"finetune {mode}{origin}: best epoch {fit.best_epoch}/{len(fit.history)} valid AUC {best['valid_auc']:.4f}; "
+    line = (f"finetune {mode}{origin}: best {_best_point(fit)}, valid AUC {best['valid_auc']:.4f}; "
             f"test AUC {test.auc:.4f} LogLoss {test.logloss:.4f} ({test.n} samples), "
             f"{_train_seconds(fit.history):.0f} s training -> {fit.checkpoint}")
     echo(line)
@@ -345,16 +350,29 @@ def _train_seconds(history: Iterable[Mapping]) -> float:
     return sum(e["train_seconds"] for e in history)
 
 
+def _best_point(fit: FitResult) -> str:
+    best = fit.best_entry
+    return f"step {best['step']} (epoch {best['epoch']}) of {fit.history[-1]['step']}"
+
+
+def _epochs_run(checkpoint: Path | str) -> tuple[float, float]:
+    """A checkpoint's training from its history file: (epochs run, fractional; training seconds per epoch)."""
+    saved = json.loads((Path(checkpoint) / HISTORY_FILE).read_text())
+    validations = saved["validations"]
+    epochs = validations[-1]["step"] / saved["steps_per_epoch"]
+    return epochs, _train_seconds(validations) / epochs
+
+
 def evaluate_seeds(checkpoints: Mapping[int, Mapping[str, Path]], test: pd.DataFrame, movies: pd.DataFrame, *,
                    ctr_repeats: int = 5) -> pd.DataFrame:
     """`evaluate_table` of each seed's checkpoints (seed -> row -> folder) on `test`, one frame with a `seed`
-    column, plus each checkpoint's training: epochs run and mean training seconds per epoch."""
+    column, plus each checkpoint's training: epochs run (fractional when it stopped inside one) and training
+    seconds per epoch."""
     frames = []
     for seed, by_row in checkpoints.items():
         table = evaluate_table(by_row, test, movies, ctr_repeats=ctr_repeats).assign(seed=seed)
-        epochs = [json.loads((Path(d) / HISTORY_FILE).read_text())["epochs"] for d in table["checkpoint"]]
-        frames.append(table.assign(epochs=[len(e) for e in epochs],
-                                   s_per_epoch=[_train_seconds(e) / len(e) for e in epochs]))
+        epochs, s_per_epoch = zip(*(_epochs_run(d) for d in table["checkpoint"]))
+        frames.append(table.assign(epochs=epochs, s_per_epoch=s_per_epoch))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -388,25 +406,31 @@ def table_markdown(summary: pd.DataFrame, extra: Mapping[str, Sequence[str]] | N
 
 def run_eval(settings: Settings, out: Path | str, *, seeds: Sequence[int] = (1, 2, 3),
              samples: Path | str | None = None, host_samples: Path | str | None = None, fusion: str = "prefix_add",
-             epochs: int = 3, text_epochs: int | None = None, max_steps: int | None = None,
+             epochs: int = 3, max_steps: int | None = None, pretrain_steps: int | None = None,
+             eval_every: int | None = None, patience: int = 1, unfreeze_plm: bool = False,
              train_frac: float | None = None, threads: int | None = 1, progress: bool = True, echo=print) -> str:
     """The comparison table (`sparrow-llm clickprompt eval`): CTR-only, PLM-only, ClickPrompt with the PLM
     (`fusion`: prefix or prefix_add) and ClickPrompt CTR-only after PA-MLM, the same backbone and data, each
     seed trained under `out/seed-<n>/` and scored on the test split; mean ± std over seeds in `out/table.md`.
-    `text_epochs` / `max_steps` shorten the rows that read text (and PA-MLM, one epoch of the same length):
-    the CTR rows always train full epochs. Early stopping reads the validation split only."""
+    `max_steps` shortens the epochs of the rows that read text, `pretrain_steps` PA-MLM's one epoch; the CTR
+    rows always train full epochs. `unfreeze_plm` fine-tunes MiniLM in the text rows (PA-MLM keeps it frozen).
+    Early stopping reads the validation split only (every `eval_every` steps and at epoch ends)."""
     if not seeds:
         raise ValueError("at least one seed")
     out = Path(out)
     started = time.perf_counter()
     config = ClickPromptConfig(fusion=fusion)
-    options = _options(epochs, None, progress)
-    text_options = _options(text_epochs or epochs, max_steps, progress)
+    options = TrainOptions(epochs=epochs, eval_every=eval_every, patience=patience, progress=progress)
+    text_options = dataclasses.replace(options, max_steps_per_epoch=max_steps)
+    pretrain_options = TrainOptions(epochs=1, max_steps_per_epoch=pretrain_steps, eval_batch_size=64, progress=progress)
     with _torch_threads(threads):
         data = load_training_data(settings, config, samples=samples, host_samples=host_samples, train_frac=train_frac)
-        checkpoints = {seed: train_table(config.replace(seed=seed), data, out / f"seed-{seed}", options,
-                                         pretrain_options=_options(1, max_steps, progress), text_options=text_options)
-                       for seed in seeds}
+        checkpoints = {}
+        for seed in seeds:
+            seed_dir = out / f"seed-{seed}"
+            pretrained = pretrain(config.replace(seed=seed), data, seed_dir / PRETRAIN_DIR, pretrain_options).checkpoint
+            checkpoints[seed] = train_table(config.replace(seed=seed, freeze_plm=not unfreeze_plm), data, seed_dir,
+                                            options, text_options=text_options, pretrained=pretrained)
         results = evaluate_seeds(checkpoints, data.split.test, pd.read_csv(settings.host.data_webroot / MOVIES_CSV))
     source = samples or host_samples or settings.host.data_webroot
     table = (f"ClickPrompt comparison on {source}: {len(data.train)} train / {len(data.valid)} valid / "

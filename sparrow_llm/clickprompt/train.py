@@ -40,11 +40,14 @@ class TrainOptions:
     epochs: int = 3
     batch_size: int = 64
     lr: float = 1e-3
-    plm_lr: float = 2e-5  # used only when the PLM is not frozen
+    plm_lr: float = 5e-5  # used only when the PLM is not frozen: the usual BERT fine-tuning rate
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     patience: int = 1  # epochs without a better validation score before stopping
     max_steps_per_epoch: int | None = None  # cut epochs short (tests, quick checks)
+    # Validate every this many steps as well as at each epoch's end (None: at the end only). On the full
+    # fixture a CTR model peaks within its first epoch, so epoch-sized checks miss the best point.
+    eval_every: int | None = None
     eval_batch_size: int = 256
     threads: int | None = None  # torch.set_num_threads; None leaves the process setting alone
     progress: bool = True
@@ -52,6 +55,8 @@ class TrainOptions:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1 or self.patience < 1:
             raise ValueError("epochs, batch sizes and patience must be >= 1")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1 or None, got {self.eval_every}")
 
 
 @dataclass(frozen=True)
@@ -76,10 +81,17 @@ class Metrics:
 
 @dataclass
 class FitResult:
+    """`history`: one entry per validation (epoch, global step, training loss and seconds since the previous
+    validation, the validation metrics); the model and checkpoint are those of entry `best`."""
+
     model: ClickPrompt
     checkpoint: Path
     history: list[dict[str, Any]] = field(default_factory=list)
-    best_epoch: int = 0
+    best: int = 0  # index into history
+
+    @property
+    def best_entry(self) -> dict[str, Any]:
+        return self.history[self.best]
 
 
 def set_seed(seed: int) -> None:
@@ -163,7 +175,9 @@ def _init_from(model: ClickPrompt, checkpoint: Path) -> None:
 def _fit(model: ClickPrompt, loss_fn: Callable[[ClickPrompt, Mapping[str, torch.Tensor]], torch.Tensor],
          validate: Callable[[ClickPrompt], dict[str, float]], train: EncodedSamples, out_dir: Path | str,
          options: TrainOptions, stage: str) -> FitResult:
-    """The loop both stages share: AdamW, gradient clipping, one validation per epoch, best epoch kept."""
+    """The loop both stages share: AdamW, gradient clipping, a validation at each epoch's end (and every
+    `options.eval_every` steps), the best validated state kept; stops after `options.patience` validations
+    without a better score."""
     if options.threads:
         torch.set_num_threads(options.threads)
     optimizer = _optimizer(model, options)
@@ -171,39 +185,46 @@ def _fit(model: ClickPrompt, loss_fn: Callable[[ClickPrompt, Mapping[str, torch.
     if options.max_steps_per_epoch:
         steps = min(steps, options.max_steps_per_epoch)
     history: list[dict[str, Any]] = []
-    best_score, best_epoch, best_state, stale = -float("inf"), 0, None, 0
+    best_score, best, best_state, stale, step = -float("inf"), 0, None, 0, 0
     for epoch in range(1, options.epochs + 1):
         model.train()
-        started, total, seen = time.perf_counter(), 0.0, 0
+        total, seen, seconds = 0.0, 0, 0.0
         batches = train.batches(options.batch_size, shuffle=True, seed=model.config.seed + epoch)
         with tqdm(total=steps, desc=f"{stage} epoch {epoch}", disable=not options.progress, leave=False) as bar:
-            for _, batch in zip(range(steps), batches):
+            for i, batch in zip(range(1, steps + 1), batches):
+                started = time.perf_counter()
                 loss = loss_fn(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
                 optimizer.step()
-                total, seen = total + loss.item() * len(batch["cat"]), seen + len(batch["cat"])
+                seconds += time.perf_counter() - started
+                step, total, seen = step + 1, total + loss.item() * len(batch["cat"]), seen + len(batch["cat"])
                 bar.update()
                 bar.set_postfix(loss=f"{total / seen:.4f}")
-        train_seconds = time.perf_counter() - started
-        scores = validate(model.eval())
-        history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "train_seconds": train_seconds,
-                        **{k: v for k, v in scores.items() if k != "score"},
-                        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
-        if best_state is None or scores["score"] > best_score:
-            best_score, best_epoch, stale = scores["score"], epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if model.is_saved(k)}
-        else:
-            stale += 1
-            if stale >= options.patience:
-                break
+                if i < steps and not (options.eval_every and step % options.eval_every == 0):
+                    continue
+                scores = validate(model.eval())
+                model.train()
+                history.append({"epoch": epoch, "step": step, "train_loss": total / max(seen, 1),
+                                "train_seconds": seconds, **{k: v for k, v in scores.items() if k != "score"},
+                                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+                total, seen, seconds = 0.0, 0, 0.0
+                if best_state is None or scores["score"] > best_score:
+                    best_score, best, stale = scores["score"], len(history) - 1, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if model.is_saved(k)}
+                else:
+                    stale += 1
+                    if stale >= options.patience:
+                        break
+        if stale >= options.patience:
+            break
     model.load_state_dict(best_state, strict=False)
     model.eval()
     out = model.save_checkpoint(out_dir)
-    (out / HISTORY_FILE).write_text(json.dumps({"stage": stage, "best_epoch": best_epoch, "options": asdict(options),
-                                                "epochs": history}, indent=2))
-    return FitResult(model, out, history, best_epoch)
+    (out / HISTORY_FILE).write_text(json.dumps({"stage": stage, "best": best, "steps_per_epoch": steps,
+                                                "options": asdict(options), "validations": history}, indent=2))
+    return FitResult(model, out, history, best)
 
 
 def _optimizer(model: ClickPrompt, options: TrainOptions) -> torch.optim.Optimizer:

@@ -185,11 +185,17 @@ def test_cli_paths_pretrain_finetune_eval(micro_settings, tmp_path):
     assert "test AUC" in line and ClickPromptRanker(tmp_path / "ctr").version.startswith("ctr-")
     with pytest.raises(ValueError, match="has none"):
         run_finetune(micro_settings, tmp_path / "x", mode="plm", init_from=tmp_path / "pre", **quiet)
-    run_eval(micro_settings, tmp_path / "eval", seeds=(1, 2), epochs=1, max_steps=1, train_frac=0.5, **quiet)
+    run_eval(micro_settings, tmp_path / "eval", seeds=(1, 2), epochs=1, max_steps=2, pretrain_steps=1, eval_every=1,
+             patience=5, unfreeze_plm=True, train_frac=0.5, **quiet)
     table = (tmp_path / "eval" / "table.md").read_text()
     assert all(f"| {row} |" in table for row in TABLE_ROWS) and " ± " in table
     results = pd.read_csv(tmp_path / "eval" / "results.csv")
     assert sorted(results["seed"].unique()) == [1, 2] and len(results) == 2 * len(TABLE_ROWS)
+    # MiniLM fine-tuned in the rows that read text: every parameter trains.
+    text_rows = results[results["fusion"].isin(["plm", "prefix_add"])]
+    assert (text_rows["trainable_params"] == text_rows["params"]).all()
+    # Two steps validated after each: the text rows ran their capped epoch, whole.
+    assert (text_rows["epochs"] == 1.0).all()
     assert (tmp_path / "eval" / "seed-2" / "pretrain" / WEIGHTS_FILE).is_file()
 
 

@@ -20,8 +20,8 @@ def _probs(model, data):
 
 def test_pretrain_writes_a_checkpoint(pretrained):
     history = json.loads((pretrained.checkpoint / HISTORY_FILE).read_text())
-    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
-    assert all(np.isfinite(e["valid_mlm_loss"]) for e in history["epochs"])
+    assert [e["epoch"] for e in history["validations"]] == [1, 2]
+    assert all(np.isfinite(e["valid_mlm_loss"]) for e in history["validations"])
     saved = load_file(str(pretrained.checkpoint / WEIGHTS_FILE))
     assert any(k.startswith("prompt.") for k in saved) and any(k.startswith("mlm_head.") for k in saved)
     assert not any(k.startswith("plm.") for k in saved)  # frozen PLM: reloaded from its package
@@ -77,9 +77,24 @@ def test_early_stopping_keeps_the_best_epoch(tiny_config, tiny_data, tmp_path):
     options = TrainOptions(epochs=4, batch_size=16, max_steps_per_epoch=2, lr=0.05, patience=1, progress=False)
     run = finetune(tiny_config.replace(fusion="ctr"), tiny_data, tmp_path / "es", options)
     aucs = [e["valid_auc"] for e in run.history]
-    assert run.best_epoch == int(np.argmax(aucs)) + 1
+    assert run.best == int(np.argmax(aucs))
     assert evaluate(run.model, tiny_data.valid).auc == pytest.approx(max(aucs))
     assert len(aucs) == 4 or aucs[-1] <= max(aucs)
+
+
+def test_eval_every_validates_inside_epochs_and_keeps_the_best_step(tiny_config, tiny_data, tmp_path):
+    options = TrainOptions(epochs=2, batch_size=16, max_steps_per_epoch=5, eval_every=2, lr=0.05, patience=9,
+                           progress=False)
+    run = finetune(tiny_config.replace(fusion="ctr"), tiny_data, tmp_path / "every", options)
+    # Steps 2 and 4, then each epoch's end (5), continuing the step count across epochs.
+    assert [(e["epoch"], e["step"]) for e in run.history] == [(1, 2), (1, 4), (1, 5), (2, 6), (2, 8), (2, 10)]
+    aucs = [e["valid_auc"] for e in run.history]
+    assert run.best_entry["valid_auc"] == max(aucs)
+    assert evaluate(run.model, tiny_data.valid).auc == pytest.approx(max(aucs))
+    saved = json.loads((run.checkpoint / HISTORY_FILE).read_text())
+    assert saved["steps_per_epoch"] == 5 and saved["best"] == run.best
+    with pytest.raises(ValueError, match="eval_every"):
+        TrainOptions(eval_every=0)
 
 
 def test_run_experiment_builds_the_table(tiny_ratings, movies, tiny_config, tiny_options, tmp_path):
