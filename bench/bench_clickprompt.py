@@ -24,8 +24,8 @@ the peak memory of training: each model (and PA-MLM) trains, all seeds, in a chi
 and its peak is the child's max RSS from `os.wait4` (`ru_maxrss`: the whole process, i.e. Python, torch,
 MiniLM, the encoded data and training).
 
-    python bench/bench_clickprompt.py [--seeds 1,2,3] [--train-frac 0.1] [--epochs 3] [--eval-every N]
-        [--patience 1] [--max-steps-per-epoch N] [--pretrain-steps N] [--fusion prefix_add] [--threads 1]
+    python bench/bench_clickprompt.py [--seeds 1,2,3] [--train-frac 0.1] [--epochs 3] [--eval-every 40]
+        [--patience 2] [--max-steps-per-epoch N] [--pretrain-steps N] [--fusion prefix_add] [--threads 1]
         [--host-samples PATH] [--out DIR]
 """
 from __future__ import annotations
@@ -35,7 +35,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads must not spin
 
 import argparse
-import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,9 @@ import pandas as pd
 import torch
 
 from sparrow_llm.clickprompt.model import ClickPromptConfig
-from sparrow_llm.clickprompt.stage import evaluate_seeds, load_training_data, summarize, table_markdown
+from sparrow_llm.clickprompt.stage import (
+    EVAL_EVERY, PATIENCE, evaluate_seeds, load_training_data, summarize, table_markdown, table_options,
+)
 from sparrow_llm.clickprompt.train import PRETRAIN_DIR, TABLE_ROWS, TrainOptions, pretrain, row_dir, train_table
 from sparrow_llm.config import Settings
 from sparrow_llm.schema import MOVIES_CSV
@@ -62,8 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seeds", default="1,2,3", help="comma list (default: 1,2,3)")
     ap.add_argument("--train-frac", type=float, default=0.1, help="fraction of the training split (default: 0.1)")
     ap.add_argument("--epochs", type=int, default=3, help="epochs of every model, early-stopped (default: 3)")
-    ap.add_argument("--eval-every", type=int, help="validate every N steps too (default: at epoch ends only)")
-    ap.add_argument("--patience", type=int, default=1, help="validations without improvement before stopping")
+    ap.add_argument("--eval-every", type=int, default=EVAL_EVERY, help=f"validate every N steps too (default: {EVAL_EVERY})")
+    ap.add_argument("--patience", type=int, default=PATIENCE,
+                    help=f"validations without improvement before stopping (default: {PATIENCE})")
     ap.add_argument("--max-steps-per-epoch", type=int, help="cap of the text models' epochs")
     ap.add_argument("--pretrain-steps", type=int, help="cap of PA-MLM's one epoch (default: the whole epoch)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of each training process (default: 1)")
@@ -91,16 +93,14 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     data = _data(args)
     progress = not args.no_progress
-    options = TrainOptions(epochs=args.epochs, eval_every=args.eval_every, patience=args.patience,
-                           plm_lr=args.plm_lr, progress=progress)
-    text_options = dataclasses.replace(options, max_steps_per_epoch=args.max_steps_per_epoch)
+    options, text_options, pretrain_options = table_options(
+        epochs=args.epochs, eval_every=args.eval_every, patience=args.patience, max_steps=args.max_steps_per_epoch,
+        pretrain_steps=args.pretrain_steps, plm_lr=args.plm_lr, progress=progress)
     for seed in args.seeds:
         config = ClickPromptConfig(fusion=args.fusion, seed=seed)
         seed_dir = args.out / f"seed-{seed}"
         if args.job == PRETRAIN_JOB:
-            pretrain(config, data, seed_dir / PRETRAIN_DIR,
-                     TrainOptions(epochs=1, max_steps_per_epoch=args.pretrain_steps, eval_batch_size=64,
-                                  progress=progress))
+            pretrain(config, data, seed_dir / PRETRAIN_DIR, pretrain_options)
         else:
             train_table(config.replace(freeze_plm=not args.unfreeze_plm), data, seed_dir, options,
                         text_options=text_options, rows=[args.job],

@@ -226,10 +226,14 @@ def _features(args, settings: Settings) -> int:
 
 
 def _validation_args(p: argparse.ArgumentParser) -> None:
-    # On the full fixture a model peaks inside its first epoch: epoch-end checks alone miss it.
-    p.add_argument("--eval-every", type=int, default=40, help="validate every N steps as well as at epoch ends (40)")
-    p.add_argument("--patience", type=int, default=2, help="validations without a better AUC before stopping (2)")
+    # Defaults stay in clickprompt.stage (EVAL_EVERY, PATIENCE): importing it here would load torch for every command.
+    p.add_argument("--eval-every", type=int, help="validate every N steps as well as at epoch ends (default 40)")
+    p.add_argument("--patience", type=int, help="validations without a better AUC before stopping (default 2)")
     p.add_argument("--unfreeze-plm", action="store_true", help="fine-tune MiniLM too (rows that read text)")
+
+
+def _validation(args) -> dict:
+    return {k: getattr(args, k) for k in ("eval_every", "patience") if getattr(args, k) is not None}
 
 
 def _cp_prepare(args, settings: Settings) -> int:
@@ -247,8 +251,8 @@ def _cp_train(args, settings: Settings) -> int:
     if args.action == "pretrain":
         run_pretrain(settings, args.out, **common)
     else:
-        run_finetune(settings, args.out, mode=args.mode, init_from=args.init_from, eval_every=args.eval_every,
-                     patience=args.patience, unfreeze_plm=args.unfreeze_plm, **common)
+        run_finetune(settings, args.out, mode=args.mode, init_from=args.init_from, unfreeze_plm=args.unfreeze_plm,
+                     **common, **_validation(args))
     return 0
 
 
@@ -257,8 +261,7 @@ def _cp_eval(args, settings: Settings) -> int:
 
     run_eval(settings, args.out, seeds=args.seeds, samples=args.samples, host_samples=args.host_samples,
              fusion=args.fusion, epochs=args.epochs, max_steps=args.max_steps, pretrain_steps=args.pretrain_steps,
-             eval_every=args.eval_every, patience=args.patience, unfreeze_plm=args.unfreeze_plm,
-             train_frac=args.train_frac,
+             unfreeze_plm=args.unfreeze_plm, train_frac=args.train_frac, **_validation(args),
              threads=args.threads, progress=not args.no_progress)
     return 0
 

@@ -53,12 +53,17 @@ from .train import (
 __all__ = [
     "ClickPromptRanker", "checkpoint_version", "data_key", "default_checkpoint", "prepare_clickprompt",
     "serving_checkpoint", "make_clickprompt_ranker", "load_training_data", "evaluate_seeds", "summarize", "table_markdown",
-    "run_prepare", "run_pretrain", "run_finetune", "run_eval", "run_score", "CHECKPOINTS_DIR", "TRAINING_FILE",
+    "run_prepare", "run_pretrain", "run_finetune", "run_eval", "run_score", "table_options", "CHECKPOINTS_DIR",
+    "TRAINING_FILE", "EVAL_EVERY", "PATIENCE",
 ]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "clickprompt"  # under the work dir
+# Validation every 40 steps, stop after 2 without a gain: on the full fixture every model peaks inside its
+# first epoch, so epoch-end checks alone miss the best point. The CLI's, the bench's and prepare's defaults.
+EVAL_EVERY = 40
+PATIENCE = 2
 TRAINING_FILE = "training.json"  # what prepare_clickprompt trained on, beside the checkpoint
 _HASH_CHUNK = 1 << 20
 
@@ -74,8 +79,8 @@ class _Recipe:
     pretrain_steps: int | None
     pretrain_valid: int | None
     finetune_epochs: int = 3
-    eval_every: int = 40
-    patience: int = 2
+    eval_every: int = EVAL_EVERY
+    patience: int = PATIENCE
 
 
 # quick: ~60 PA-MLM steps of 64 samples (~2 s each on one core) keep the whole run near 2-3 minutes.
@@ -318,8 +323,8 @@ def run_pretrain(settings: Settings, out: Path | str, *, samples: Path | str | N
 
 def run_finetune(settings: Settings, out: Path | str, *, mode: str = "prefix", init_from: Path | str | None = None,
                  samples: Path | str | None = None, epochs: int = 3, seed: int | None = None,
-                 threads: int | None = 1, max_steps: int | None = None, eval_every: int | None = None,
-                 patience: int = 1, unfreeze_plm: bool = False, progress: bool = True, echo=print) -> str:
+                 threads: int | None = 1, max_steps: int | None = None, eval_every: int | None = EVAL_EVERY,
+                 patience: int = PATIENCE, unfreeze_plm: bool = False, progress: bool = True, echo=print) -> str:
     """Click fine-tuning (`sparrow-llm clickprompt finetune`) in `mode` (ctr, plm, prefix, prefix_add) into
     `out`, early-stopped on validation AUC (checked every `eval_every` steps and at epoch ends), then scored
     once on the test split. `init_from`: a `run_pretrain` checkpoint (its config is kept; the data must be
@@ -344,6 +349,16 @@ def run_finetune(settings: Settings, out: Path | str, *, mode: str = "prefix", i
             f"{_train_seconds(fit.history):.0f} s training -> {fit.checkpoint}")
     echo(line)
     return line
+
+
+def table_options(*, epochs: int, eval_every: int | None, patience: int, max_steps: int | None,
+                  pretrain_steps: int | None, plm_lr: float = TrainOptions.plm_lr, progress: bool = True
+                  ) -> tuple[TrainOptions, TrainOptions, TrainOptions]:
+    """The comparison's options: (CTR rows, rows that read text: epochs capped at `max_steps`, PA-MLM: one
+    epoch capped at `pretrain_steps`, validated in small batches: its vocabulary-wide logits set the peak)."""
+    options = TrainOptions(epochs=epochs, eval_every=eval_every, patience=patience, plm_lr=plm_lr, progress=progress)
+    pretrain_options = TrainOptions(epochs=1, max_steps_per_epoch=pretrain_steps, eval_batch_size=64, progress=progress)
+    return options, dataclasses.replace(options, max_steps_per_epoch=max_steps), pretrain_options
 
 
 def _train_seconds(history: Iterable[Mapping]) -> float:
@@ -407,7 +422,7 @@ def table_markdown(summary: pd.DataFrame, extra: Mapping[str, Sequence[str]] | N
 def run_eval(settings: Settings, out: Path | str, *, seeds: Sequence[int] = (1, 2, 3),
              samples: Path | str | None = None, host_samples: Path | str | None = None, fusion: str = "prefix_add",
              epochs: int = 3, max_steps: int | None = None, pretrain_steps: int | None = None,
-             eval_every: int | None = None, patience: int = 1, unfreeze_plm: bool = False,
+             eval_every: int | None = EVAL_EVERY, patience: int = PATIENCE, unfreeze_plm: bool = False,
              train_frac: float | None = None, threads: int | None = 1, progress: bool = True, echo=print) -> str:
     """The comparison table (`sparrow-llm clickprompt eval`): CTR-only, PLM-only, ClickPrompt with the PLM
     (`fusion`: prefix or prefix_add) and ClickPrompt CTR-only after PA-MLM, the same backbone and data, each
@@ -420,9 +435,9 @@ def run_eval(settings: Settings, out: Path | str, *, seeds: Sequence[int] = (1, 
     out = Path(out)
     started = time.perf_counter()
     config = ClickPromptConfig(fusion=fusion)
-    options = TrainOptions(epochs=epochs, eval_every=eval_every, patience=patience, progress=progress)
-    text_options = dataclasses.replace(options, max_steps_per_epoch=max_steps)
-    pretrain_options = TrainOptions(epochs=1, max_steps_per_epoch=pretrain_steps, eval_batch_size=64, progress=progress)
+    options, text_options, pretrain_options = table_options(
+        epochs=epochs, eval_every=eval_every, patience=patience, max_steps=max_steps, pretrain_steps=pretrain_steps,
+        progress=progress)
     with _torch_threads(threads):
         data = load_training_data(settings, config, samples=samples, host_samples=host_samples, train_frac=train_frac)
         checkpoints = {}
