@@ -44,11 +44,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from sparrow_llm.clickprompt.model import ClickPromptConfig
-from sparrow_llm.clickprompt.stage import (
-    EVAL_EVERY, PATIENCE, evaluate_seeds, load_training_data, summarize, table_markdown, table_options,
+from sparrow_llm.rankers.clickprompt.model import ClickPromptConfig
+from sparrow_llm.rankers.clickprompt.checkpoint import EVAL_EVERY, PATIENCE
+from sparrow_llm.rankers.clickprompt.experiments import (
+    evaluate_seeds, load_training_data, summarize, table_markdown, table_options,
 )
-from sparrow_llm.clickprompt.train import PRETRAIN_DIR, TABLE_ROWS, TrainOptions, pretrain, row_dir, train_table
+from sparrow_llm.rankers.clickprompt.train import PRETRAIN_DIR, TABLE_ROWS, TrainOptions, pretrain, row_dir, train_table
 from sparrow_llm.config import Settings
 from sparrow_llm.schema import MOVIES_CSV
 

@@ -10,7 +10,7 @@ import time
 
 from common import bench_host, pct
 
-from sparrow_llm.bridge import BridgeClient
+from sparrow_llm.bridge.client import BridgeClient
 
 
 def per_getter(jvm, user_id: int, size: int) -> list[dict]:

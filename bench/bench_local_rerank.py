@@ -22,10 +22,10 @@ import torch
 from bench_palr_tokens import load_fixture, sample_users, user_ratings
 
 from sparrow_llm.config import LLMSettings
-from sparrow_llm.llm import LocalBackend
-from sparrow_llm.palr import DEFAULT_K, DEFAULT_TOP_N, PalrRanker
-from sparrow_llm.prompts import Prompts
-from sparrow_llm.rankers import UserContext
+from sparrow_llm.rankers.llm.local_minilm import LocalMiniLMBackend
+from sparrow_llm.rankers.palr.ranker import DEFAULT_K, DEFAULT_TOP_N, PalrRanker
+from sparrow_llm.rankers.palr.prompts import Prompts
+from sparrow_llm.domain import UserContext
 
 HOST_CANDIDATES = 800  # the host's getMovies(800, "rating")
 WARM_PASSES = 3  # the warm pass is short: the best of a few
@@ -55,14 +55,14 @@ def main() -> None:
     contexts = [UserContext(u, user_ratings(fixture, u), candidates, fixture.movies) for u in users]
     baseline_contexts = contexts[: args.baseline_users or len(contexts)]
     prompts = Prompts.from_settings(LLMSettings())
-    LocalBackend(embedding_cache=0).vectors.lookup(["load the model"])  # weights and first-call costs, untimed
+    LocalMiniLMBackend(embedding_cache=0).vectors.lookup(["load the model"])  # weights and first-call costs, untimed
 
-    cached = LocalBackend()
+    cached = LocalMiniLMBackend()
     ranker = PalrRanker(cached, prompts, None, k=DEFAULT_K, top_n=DEFAULT_TOP_N)
     cold_s, cold = timed_pass(ranker, contexts)
     embedded_cold = cached.vectors.embedded
     warm_s, warm = min((timed_pass(ranker, contexts) for _ in range(WARM_PASSES)), key=lambda run: run[0])
-    uncached = LocalBackend(embedding_cache=0)
+    uncached = LocalMiniLMBackend(embedding_cache=0)
     base_s, base = timed_pass(PalrRanker(uncached, prompts, None, k=DEFAULT_K, top_n=DEFAULT_TOP_N),
                               baseline_contexts)
 

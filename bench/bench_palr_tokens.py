@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sparrow_llm.bridge import MovieMeta, UserRating
+from sparrow_llm.domain import MovieMeta, UserRating
 from sparrow_llm.config import LLMSettings, Settings
-from sparrow_llm.llm import LocalBackend
-from sparrow_llm.prompts import Prompts, Rated, movie_label, naive_rank_prompt
+from sparrow_llm.rankers.llm.local_minilm import LocalMiniLMBackend
+from sparrow_llm.rankers.palr.prompts import Prompts, Rated, movie_label, naive_rank_prompt
 from sparrow_llm.schema import (COL_GENRES, COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_TITLE, COL_USER,
                                 LIKED_RATING, MOVIES_CSV, RATINGS_CSV)
 
@@ -87,7 +87,7 @@ def picks_and_reasons(history: list[Rated], candidates: list[MovieMeta]) -> list
     backend's reason phrase (at most four words); the closest liked movie is found by shared
     genres rather than by MiniLM embeddings, which keeps this bench free of the model.
     """
-    weights = LocalBackend._genre_weights(history)
+    weights = LocalMiniLMBackend._genre_weights(history)
     liked = [r.movie for r in history if r.rating >= LIKED_RATING] or [r.movie for r in history]
     score = [np.mean([weights.get(g, 0.0) for g in m.genres]) if m.genres else 0.0 for m in candidates]
     order = sorted(range(len(candidates)), key=lambda i: -score[i])[:TOP_N]
@@ -95,7 +95,7 @@ def picks_and_reasons(history: list[Rated], candidates: list[MovieMeta]) -> list
     def closest(movie: MovieMeta) -> MovieMeta:  # most shared genres, the most recent on a tie
         return max(reversed(liked), key=lambda s: len(set(s.genres) & set(movie.genres)))
 
-    return [(i, LocalBackend._reason(candidates[i], weights, closest(candidates[i]))) for i in order]
+    return [(i, LocalMiniLMBackend._reason(candidates[i], weights, closest(candidates[i]))) for i in order]
 
 
 def naive_answer(picks: list[tuple[int, str]], candidates: list[MovieMeta]) -> str:
@@ -142,7 +142,7 @@ def main() -> None:
     fixture = load_fixture()
     tokenizer = _tokenizer()
     prompts = Prompts.from_settings(LLMSettings(history_items=HISTORY))
-    backend = LocalBackend()
+    backend = LocalMiniLMBackend()
     popularity = Counter(fixture.ratings[COL_MOVIE].to_list())
     most_rated = [m for m, _ in sorted(popularity.items(), key=lambda kv: (-kv[1], kv[0])) if m in fixture.movies]
 

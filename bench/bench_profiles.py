@@ -28,7 +28,8 @@ from tests.fake_glm import VALID_KEY, FakeGLM, Reply  # noqa: E402  (the fake se
 
 from sparrow_llm.config import Settings  # noqa: E402
 from sparrow_llm.schema import COL_USER, RATINGS_CSV  # noqa: E402
-from sparrow_llm.spark_jobs import run_profiles, spark_session  # noqa: E402
+from sparrow_llm.rankers.palr.profiles import run_profiles  # noqa: E402
+from sparrow_llm.spark import spark_session
 
 TARGET = 0.8
 

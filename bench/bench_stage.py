@@ -15,7 +15,8 @@ import time
 
 from common import bench_host, pct
 
-from sparrow_llm.run import open_default_store, run_rerank
+from sparrow_llm.pipeline.rerank import run_rerank
+from sparrow_llm.store import open_default_store
 
 
 def load(port: int, paths: list[str], concurrency: int) -> tuple[list[float], int]:

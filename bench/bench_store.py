@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.conftest import start_redis  # noqa: E402  (a real redis-server on a free port)
 
 from sparrow_llm.config import StoreSettings  # noqa: E402
-from sparrow_llm.store import FileStore, RankedItem, Record, RedisStore  # noqa: E402
+from sparrow_llm.domain import RankedItem, Record  # noqa: E402
+from sparrow_llm.store import FileStore, RedisStore
 
 
 def fixture_sized_records(users: int, items: int) -> list[Record]:

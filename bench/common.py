@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from sparrow_llm.config import Settings
-from sparrow_llm.host import HostProcess
+from sparrow_llm.bridge.host import HostProcess
 
 
 def free_port() -> int:

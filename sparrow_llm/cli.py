@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from . import schema
 from .config import ConfigError, Settings
 
 __all__ = ["main", "build_parser"]
@@ -27,7 +28,7 @@ def _name_list(text: str) -> list[str]:
 def _common(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("store and bridge (override SPARROW_LLM_* variables)")
     g.add_argument("--store", choices=("file", "redis"), help="where ranked lists go (default: file)")
-    g.add_argument("--store-dir", type=Path, help="file store root (default: <web root>/modeldata/sparrow-llm)")
+    g.add_argument("--store-dir", type=Path, help="file store root (default: $SPARROW_LLM_HOME/store)")
     g.add_argument("--redis-host")
     g.add_argument("--redis-port", type=int)
     g.add_argument("--connect-file", type=Path, help="the launcher's connect file (port + token)")
@@ -187,17 +188,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _demo(args, settings: Settings) -> int:
     from .demo import run_demo
 
-    return run_demo(settings, args.model, check=args.check, user_id=args.user, progress=not args.no_progress)
+    return run_demo(settings, args.model, check=args.check, user_id=args.user, progress=not args.no_progress,
+                    echo=print)
 
 
 def _rerank(args, settings: Settings) -> int:
     if args.spark:
-        from .spark_jobs import run_rerank_spark
+        from .pipeline.rerank_spark import run_rerank_spark
 
         summary = run_rerank_spark(settings, args.model, users=args.users, sample=args.sample, master=args.master,
                                    partitions=args.partitions, progress=not args.no_progress)
     else:
-        from .run import run_rerank
+        from .pipeline.rerank import run_rerank
 
         summary = run_rerank(settings, args.model, users=args.users, sample=args.sample,
                              progress=not args.no_progress)
@@ -206,7 +208,7 @@ def _rerank(args, settings: Settings) -> int:
 
 
 def _profiles(args, settings: Settings) -> int:
-    from .spark_jobs import run_profiles
+    from .rankers.palr.profiles import run_profiles
 
     summary = run_profiles(settings, ratings=args.ratings, movies=args.movies, master=args.master,
                            partitions=args.partitions, users=args.users, parquet_out=args.parquet,
@@ -216,7 +218,7 @@ def _profiles(args, settings: Settings) -> int:
 
 
 def _features(args, settings: Settings) -> int:
-    from .spark_jobs import run_features
+    from .rankers.clickprompt.samples_spark import run_features
 
     summary = run_features(args.out, ratings=args.ratings, movies=args.movies, webroot=settings.host.data_webroot,
                            host_train=args.host_train, host_test=args.host_test, resplit=args.resplit,
@@ -226,7 +228,7 @@ def _features(args, settings: Settings) -> int:
 
 
 def _validation_args(p: argparse.ArgumentParser) -> None:
-    # Defaults stay in clickprompt.stage (EVAL_EVERY, PATIENCE): importing it here would load torch for every command.
+    # Defaults stay in clickprompt.checkpoint (EVAL_EVERY, PATIENCE): importing it here would load torch for every command.
     p.add_argument("--eval-every", type=int, help="validate every N steps as well as at epoch ends (default 40)")
     p.add_argument("--patience", type=int, help="validations without a better AUC before stopping (default 2)")
     p.add_argument("--unfreeze-plm", action="store_true", help="fine-tune MiniLM too (rows that read text)")
@@ -237,50 +239,55 @@ def _validation(args) -> dict:
 
 
 def _cp_prepare(args, settings: Settings) -> int:
-    from .clickprompt.stage import run_prepare
+    from .rankers.clickprompt.checkpoint import prepare
 
-    run_prepare(settings, progress=not args.no_progress)
+    print(prepare(settings, progress=not args.no_progress))
     return 0
 
 
 def _cp_train(args, settings: Settings) -> int:
-    from .clickprompt.stage import run_finetune, run_pretrain
+    from .rankers.clickprompt.experiments import run_finetune, run_pretrain
 
     common = dict(samples=args.samples, epochs=args.epochs, seed=args.seed, threads=args.threads,
                   max_steps=args.max_steps, progress=not args.no_progress)
     if args.action == "pretrain":
-        run_pretrain(settings, args.out, **common)
+        print(run_pretrain(settings, args.out, **common))
     else:
-        run_finetune(settings, args.out, mode=args.mode, init_from=args.init_from, unfreeze_plm=args.unfreeze_plm,
-                     **common, **_validation(args))
+        print(run_finetune(settings, args.out, mode=args.mode, init_from=args.init_from,
+                           unfreeze_plm=args.unfreeze_plm, **common, **_validation(args)))
     return 0
 
 
 def _cp_eval(args, settings: Settings) -> int:
-    from .clickprompt.stage import run_eval
+    from .rankers.clickprompt.experiments import run_eval
 
-    run_eval(settings, args.out, seeds=args.seeds, samples=args.samples, host_samples=args.host_samples,
+    print(run_eval(settings, args.out, seeds=args.seeds, samples=args.samples, host_samples=args.host_samples,
              fusion=args.fusion, epochs=args.epochs, max_steps=args.max_steps, pretrain_steps=args.pretrain_steps,
              unfreeze_plm=args.unfreeze_plm, train_frac=args.train_frac, **_validation(args),
-             threads=args.threads, progress=not args.no_progress)
+             threads=args.threads, progress=not args.no_progress))
     return 0
 
 
 def _cp_score(args, settings: Settings) -> int:
-    from .clickprompt.stage import run_score
+    from .pipeline.rerank import run_rerank
+    from .rankers.clickprompt.checkpoint import serving_checkpoint
+    from .rankers.clickprompt.ranker import ClickPromptRanker
 
-    run_score(settings, args.checkpoint, users=args.users, sample=args.sample, use_plm=args.use_plm,
-              max_candidates=args.max_candidates, progress=not args.no_progress)
-    return 0
+    ranker = ClickPromptRanker(serving_checkpoint(settings, args.checkpoint), use_plm=args.use_plm,
+                               max_candidates=args.max_candidates)
+    summary = run_rerank(settings, ranker.name, users=args.users, sample=args.sample, ranker=ranker,
+                         progress=not args.no_progress)
+    print(summary.line())
+    return 0 if summary.failed == 0 else 1
 
 
 def _serve(args, settings: Settings) -> int:
     import signal
     import threading
 
-    from .bridge import BridgeClient
-    from .nearline import run_nearline
-    from .run import open_default_store
+    from .bridge.client import BridgeClient
+    from .pipeline.nearline import run_nearline
+    from .store import open_default_store
 
     if args.calls_per_hour is not None:
         settings = settings.replace(nearline={"calls_per_hour": args.calls_per_hour})
@@ -297,7 +304,7 @@ def _serve(args, settings: Settings) -> int:
 
 
 def _eval(args, settings: Settings) -> int:
-    from .evaluation import EvalOptions, run_eval
+    from .evaluation.run import EvalOptions, run_eval
 
     if args.seed is not None:
         settings = settings.replace(seed=args.seed)
@@ -310,7 +317,7 @@ def _eval(args, settings: Settings) -> int:
 
 
 def _bridge_build(args, settings: Settings) -> int:
-    from .host import build_bridge
+    from .bridge.host import build_bridge
 
     build_bridge(settings, run_tests=args.with_tests)
     print(f"built {settings.host.bridge_jar} and {settings.host.standin_jar}")
@@ -318,7 +325,7 @@ def _bridge_build(args, settings: Settings) -> int:
 
 
 def _bridge_start(args, settings: Settings) -> int:
-    from .host import HostProcess
+    from .bridge.host import HostProcess
 
     with HostProcess(settings) as host:
         print(f"host ({host.runtime.kind}) at {host.base_url}; gateway connect file {settings.bridge.connect_file}")
@@ -330,7 +337,7 @@ def _bridge_start(args, settings: Settings) -> int:
 def _bridge_info(args, settings: Settings) -> int:
     import json
 
-    from .bridge import BridgeClient
+    from .bridge.client import BridgeClient
 
     with BridgeClient(settings.bridge) as client:
         print(json.dumps(client.info(), indent=2))
@@ -343,14 +350,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = shlex.join(["sparrow-llm", *argv])  # results.md prints it, for reruns
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .bridge import BridgeError
-    from .host import HostError
-    from .llm import LLMAuthError
+    from .bridge.client import BridgeError
+    from .bridge.host import HostError
+    from .rankers.llm.base import LLMAuthError
     from .store import StoreError
 
     run: Callable = args.run
     try:
-        return run(args, _settings(args))
+        settings = _settings(args)
+        if settings.store.kind == "file":
+            from .bridge.host import resolve_host
+            from .store import adopt_legacy_store
+
+            adopt_legacy_store(resolve_host(settings).webroot / schema.LEGACY_STORE_SUBDIR, settings.store_dir)
+        return run(args, settings)
     # LLMAuthError: a missing key, found before any work (its message never holds the key).
     except (ConfigError, BridgeError, HostError, StoreError, LLMAuthError, ValueError) as exc:
         print(f"sparrow-llm: error: {exc}", file=sys.stderr)

@@ -114,7 +114,7 @@ class StoreSettings:
     """Where ranked lists, profiles and the LLM cache are kept."""
 
     kind: str = "file"
-    # None: `<host web root>/modeldata/sparrow-llm`, resolved by the host launcher.
+    # None: `<work dir>/store` (`Settings.store_dir`), outside anything the host serves or builds.
     dir: Path | None = None
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
@@ -222,6 +222,11 @@ class Settings:
         )
         return cls(host=host, bridge=bridge, store=store, llm=llm, nearline=nearline,
                    seed=_int(env, "SPARROW_LLM_SEED", cls.seed))
+
+    @property
+    def store_dir(self) -> Path:
+        """The file store's folder: the configured one, else `store/` under the plugin's work dir."""
+        return self.store.dir or self.host.work_dir / "store"
 
     def replace(self, **sections) -> "Settings":
         """A copy with some sections or section fields replaced: `replace(store={"kind": "redis"})`."""

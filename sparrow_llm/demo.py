@@ -6,12 +6,16 @@ import json
 import urllib.request
 from dataclasses import dataclass
 
-from .bridge import BridgeClient
+from typing import Callable
+
+from .bridge.client import BridgeClient
+from .bridge.host import HostProcess
 from .config import Settings
-from .host import HostProcess
-from .rankers import prepare_model
-from .run import run_rerank
-from .store import Store, open_store
+from .domain import served_order
+from .pipeline.rerank import run_rerank
+from .registry import prepare_model
+from .schema import HOST_CANDIDATES
+from .store import Store, open_default_store
 
 __all__ = ["run_demo", "check_stage", "StageCheck", "PAGE_SIZE"]
 
@@ -36,11 +40,10 @@ def check_stage(base_url: str, model: str, user_id: int, store: Store, fallback_
         return StageCheck(False, f"no {model} record for user {user_id} in {store!r}")
     query = f"{base_url}/getrecforyou?id={user_id}"
     _, headers, served = _get_json(f"{query}&size={PAGE_SIZE}&model={model}")
-    _, _, host = _get_json(f"{query}&size=800&model={fallback_model}")
+    _, _, host = _get_json(f"{query}&size={HOST_CANDIDATES}&model={fallback_model}")
     host_ids = [m["movieId"] for m in host]
     known = set(host_ids)
-    stored = [m for m in record.movie_ids if m in known]
-    expected = (stored + [m for m in host_ids if m not in set(stored)])[:PAGE_SIZE]
+    expected = served_order((m for m in record.movie_ids if m in known), host_ids)[:PAGE_SIZE]
     got = [m["movieId"] for m in served]
     if got != expected:
         return StageCheck(False, f"model={model} served {got[:8]}... but the plugin order is {expected[:8]}...")
@@ -54,12 +57,14 @@ def check_stage(base_url: str, model: str, user_id: int, store: Store, fallback_
 
 
 def run_demo(settings: Settings, model: str = "recent", *, check: bool = False, user_id: int = 1,
-             progress: bool = True, echo=print) -> int:
+             progress: bool = True, echo: Callable[[str], None]) -> int:
     with HostProcess(settings) as host:
         echo(f"host ({host.runtime.kind}) at {host.base_url}, log {host.log_path}")
-        store = open_store(settings.store, host.runtime.store_dir)
+        store = open_default_store(settings)
         with BridgeClient(settings.bridge) as client:
-            prepare_model(model, settings, progress=progress)
+            prepared = prepare_model(model, settings, progress=progress)
+            if prepared:
+                echo(prepared)
             echo(run_rerank(settings, model, client=client, store=store, progress=progress).line())
         if check:
             result = check_stage(host.base_url, model, user_id, store)

@@ -5,11 +5,13 @@ contract both follow.
 """
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "RATINGS_CSV", "MOVIES_CSV", "LINKS_CSV", "ITEM_EMB_CSV", "USER_EMB_CSV",
-    "COL_USER", "COL_MOVIE", "COL_RATING", "COL_TIMESTAMP", "COL_TITLE", "COL_GENRES",
-    "LIKED_RATING", "STORE_SUBDIR", "FILE_RECORDS", "FILE_PROFILES", "FILE_CACHE",
-    "REDIS_RECORD", "REDIS_MODELS", "REDIS_PROFILE", "REDIS_CACHE",
+    "COL_USER", "COL_MOVIE", "COL_RATING", "COL_TIMESTAMP", "COL_TITLE", "COL_GENRES", "COL_RELEASE_YEAR", "NO_GENRES",
+    "LIKED_RATING", "LEGACY_STORE_SUBDIR", "FILE_RECORDS", "FILE_PROFILES", "FILE_CACHE",
+    "REDIS_RECORD", "REDIS_MODELS", "REDIS_PROFILE", "REDIS_CACHE", "MODEL_NAME_RE", "HOST_CANDIDATES",
 ]
 
 # Host data layout, relative to the web root.
@@ -25,12 +27,17 @@ COL_RATING = "rating"
 COL_TIMESTAMP = "timestamp"
 COL_TITLE = "title"
 COL_GENRES = "genres"
+COL_RELEASE_YEAR = "releaseYear"
+# movies.csv's word for a movie without genres.
+NO_GENRES = "(no genres listed)"
 
 # The host's label threshold (trainingSamples.csv: label = rating >= 3.5).
 LIKED_RATING = 3.5
 
-# File store, relative to the store root (default `<web root>/modeldata/sparrow-llm`).
-STORE_SUBDIR = "modeldata/sparrow-llm"
+# The file store's old default, relative to the host's web root: the host serves it to anyone, so records found
+# there are moved into the plugin's own store folder (`store.adopt_legacy_store`).
+LEGACY_STORE_SUBDIR = "modeldata/sparrow-llm"
+# File store folders, relative to the store root (default `$SPARROW_LLM_HOME/store`).
 FILE_RECORDS = "records"
 FILE_PROFILES = "profiles"
 FILE_CACHE = "cache"
@@ -40,3 +47,10 @@ REDIS_RECORD = "sllm:rec:{model}:{user_id}"
 REDIS_MODELS = "sllm:models"
 REDIS_PROFILE = "sllm:profile:{user_id}"
 REDIS_CACHE = "sllm:cache:{key}"
+
+# A plugin model's name, as the store and the stage accept it.
+MODEL_NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
+
+# The host's candidate count in RecForYouProcess.getRecList: asking for this many gives its whole order.
+# The stage serves a record's movies, then the rest of this many in the host's order.
+HOST_CANDIDATES = 800

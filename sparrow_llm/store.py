@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from . import schema
-from .config import MODEL_NAME_RE, StoreSettings
+from .config import Settings, StoreSettings
+from .domain import Profile, Record, RecordError
+from .schema import MODEL_NAME_RE
 
 __all__ = [
-    "RankedItem", "Record", "Profile", "Store", "FileStore", "RedisStore",
-    "StoreError", "StoreUnavailable", "open_store", "STORE_BACKENDS",
+    "Store", "FileStore", "RedisStore",
+    "StoreError", "StoreUnavailable", "open_store", "open_default_store", "adopt_legacy_store", "STORE_BACKENDS",
 ]
 
 log = logging.getLogger(__name__)
@@ -32,86 +35,6 @@ class StoreError(RuntimeError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached (Redis down, folder not writable)."""
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@dataclass(frozen=True)
-class RankedItem:
-    movie_id: int
-    score: float
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Record:
-    """One ranked list for one (model, user)."""
-
-    model: str
-    user_id: int
-    items: tuple[RankedItem, ...]
-    backend: str
-    version: str
-    created_at_ms: int = field(default_factory=_now_ms)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not MODEL_NAME_RE.match(self.model):
-            raise StoreError(f"model name {self.model!r} must match {MODEL_NAME_RE.pattern}")
-        ids = [item.movie_id for item in self.items]
-        if len(ids) != len(set(ids)):
-            raise StoreError(f"record {self.model}/{self.user_id} repeats a movie id")
-
-    @property
-    def movie_ids(self) -> list[int]:
-        return [item.movie_id for item in self.items]
-
-    def to_json(self) -> str:
-        return json.dumps({
-            "model": self.model, "userId": self.user_id, "backend": self.backend,
-            "version": self.version, "createdAt": self.created_at_ms,
-            "items": [{"movieId": i.movie_id, "score": float(i.score), "reason": i.reason} for i in self.items],
-            "meta": self.meta,
-        }, ensure_ascii=False, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> "Record":
-        data = json.loads(text)
-        return cls(
-            model=data["model"], user_id=int(data["userId"]), backend=data["backend"],
-            version=data["version"], created_at_ms=int(data["createdAt"]),
-            items=tuple(RankedItem(int(i["movieId"]), float(i["score"]), i.get("reason") or "")
-                        for i in data["items"]),
-            meta=data.get("meta") or {},
-        )
-
-
-@dataclass(frozen=True)
-class Profile:
-    """A natural-language profile of one user, written offline (PALR step 1)."""
-
-    user_id: int
-    text: str
-    backend: str
-    version: str
-    history_hash: str
-    created_at_ms: int = field(default_factory=_now_ms)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        return json.dumps({"userId": data.pop("user_id"), "createdAt": data.pop("created_at_ms"),
-                           "historyHash": data.pop("history_hash"), **data},
-                          ensure_ascii=False, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> "Profile":
-        data = json.loads(text)
-        return cls(user_id=int(data["userId"]), text=data["text"], backend=data["backend"],
-                   version=data["version"], history_hash=data["historyHash"],
-                   created_at_ms=int(data["createdAt"]), meta=data.get("meta") or {})
 
 
 def _parse_or_none(raw, parse, where: str):
@@ -314,7 +237,35 @@ STORE_BACKENDS = {
 
 
 def open_store(settings: StoreSettings, default_dir: Path | None = None) -> Store:
-    """The configured store; `default_dir` is the host web root's `modeldata/sparrow-llm`."""
+    """The store `settings` describe; a file store without a folder of its own uses `default_dir`."""
     if settings.kind == "file" and settings.dir is None and default_dir is None:
         raise StoreError("the file store needs a folder: set SPARROW_LLM_STORE_DIR or --store-dir")
     return STORE_BACKENDS[settings.kind](settings, default_dir)
+
+
+def open_default_store(settings: Settings) -> Store:
+    """The configured store; a file store defaults to `Settings.store_dir`."""
+    return open_store(settings.store, settings.store_dir)
+
+
+def adopt_legacy_store(legacy: Path, store_dir: Path) -> int:
+    """Moves the files of a store kept at the old default (`<web root>/modeldata/sparrow-llm`, which the host
+    serves to anyone and its build deletes) into `store_dir`, once; a file already in `store_dir` wins.
+    Returns how many files moved (0: nothing there)."""
+    legacy, store_dir = Path(legacy), Path(store_dir)
+    if not legacy.is_dir() or legacy.is_symlink() or legacy.resolve() == store_dir.resolve():
+        return 0
+    moved = 0
+    for path in sorted(legacy.rglob("*.json")):
+        if not path.is_file() or path.is_symlink():
+            continue  # only regular files: a link could point anywhere
+        target = store_dir / path.relative_to(legacy)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, target)  # a rename on the same file system
+            moved += 1
+    shutil.rmtree(legacy, ignore_errors=True)
+    if moved:
+        log.warning("moved %d store files from the host's web root (served to anyone) into the plugin's store "
+                    "folder; the stage reads them from SPARROW_LLM_STORE_DIR now", moved)
+    return moved

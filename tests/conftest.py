@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sparrow_llm.config import REPO_ROOT, Settings
-from sparrow_llm.host import HostProcess, build_bridge
+from sparrow_llm.bridge.host import HostProcess, build_bridge
 
 SHARED = REPO_ROOT.parent / "shared"
 FIXTURE_WEBROOT = SHARED / "sparrowrecsys" / "webroot"

@@ -17,10 +17,10 @@ from typing import Callable
 
 import pytest
 
-from sparrow_llm.bridge import MovieMeta, UserRating
+from sparrow_llm.domain import MovieMeta, UserRating
 from sparrow_llm.config import LLMSettings
-from sparrow_llm.rankers import UserContext
-from sparrow_llm.store import Profile
+from sparrow_llm.domain import UserContext
+from sparrow_llm.domain import Profile
 
 __all__ = ["Reply", "FakeGLM", "fake_glm", "glm_settings", "movie", "MOVIES", "KIDS_FAN", "CRIME_FAN",
            "HOST_ORDER", "context", "VALID_KEY", "API_PATH"]

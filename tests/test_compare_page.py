@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sparrow_llm.config import REPO_ROOT
-from sparrow_llm.run import run_rerank
+from sparrow_llm.pipeline.rerank import run_rerank
 
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 

@@ -7,8 +7,9 @@ import urllib.request
 import pytest
 
 from sparrow_llm.demo import check_stage
-from sparrow_llm.run import open_default_store, run_rerank
-from sparrow_llm.store import RankedItem, Record
+from sparrow_llm.pipeline.rerank import run_rerank
+from sparrow_llm.store import open_default_store
+from sparrow_llm.domain import RankedItem, Record
 
 
 def get(host, path):

@@ -5,8 +5,8 @@ import threading
 import pytest
 
 from sparrow_llm.config import StoreSettings
-from sparrow_llm.store import (FileStore, Profile, RankedItem, Record, RedisStore, StoreError, StoreUnavailable,
-                               open_store)
+from sparrow_llm.domain import Profile, RankedItem, Record, RecordError
+from sparrow_llm.store import FileStore, RedisStore, StoreError, StoreUnavailable, open_store
 
 from .conftest import free_port
 
@@ -64,9 +64,9 @@ def test_record_json_is_the_contract(tmp_path):
 
 
 def test_bad_records_are_refused():
-    with pytest.raises(StoreError, match="model name"):
+    with pytest.raises(RecordError, match="model name"):
         _record(model="Bad Name!")
-    with pytest.raises(StoreError, match="repeats"):
+    with pytest.raises(RecordError, match="repeats"):
         _record(ids=(1, 1))
 
 

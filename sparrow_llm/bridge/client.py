@@ -1,0 +1,192 @@
+"""The JVM boundary: the only module that imports py4j.
+
+The launcher (`io.sparrowllm.bridge.BridgeLauncher`) writes `{host, port, token, ...}` to a
+connect file once its gateway listens; this client reads it, authenticates with the token and
+makes one call per list (each answer is one JSON string). After the JVM restarts it re-reads
+the file and reconnects by itself.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from py4j.java_gateway import GatewayParameters, JavaGateway
+from py4j.protocol import Py4JAuthenticationError, Py4JError, Py4JJavaError, Py4JNetworkError
+
+from ..config import BridgeSettings
+from ..schema import HOST_CANDIDATES
+from ..domain import CandidateList, MovieMeta, UserBundle, UserHistory, UserRating
+
+__all__ = [
+    "BridgeError", "BridgeUnavailable", "BridgeAuthError", "BridgeCallError",
+    "GatewayAddress", "BridgeClient", "CANDIDATE_SOURCES",
+]
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_SOURCES = ("host", "genre", "embedding")
+_START_HINT = ("start it with `sparrow-llm demo` (stand-in host) or run the host with main class "
+               "io.sparrowllm.bridge.BridgeLauncher and SPARROW_LLM_TOKEN set")
+
+
+class BridgeError(RuntimeError):
+    """Base of every error raised at the JVM boundary."""
+
+
+class BridgeUnavailable(BridgeError):
+    """No launcher answers at the address in the connect file."""
+
+
+class BridgeAuthError(BridgeError):
+    """The gateway refused the token."""
+
+
+class BridgeCallError(BridgeError):
+    """The JVM answered a call with an exception."""
+
+
+@dataclass(frozen=True)
+class GatewayAddress:
+    host: str
+    port: int
+    token: str
+    http_port: int | None = None
+
+    def __repr__(self) -> str:  # never show the token
+        return f"GatewayAddress({self.host}:{self.port}, http={self.http_port})"
+
+    @classmethod
+    def from_connect_file(cls, path: Path) -> "GatewayAddress":
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(host=data["host"], port=int(data["port"]), token=data["token"],
+                       http_port=data.get("httpPort"))
+        except FileNotFoundError:
+            raise BridgeUnavailable(f"no connect file at {path}: the bridge is not running; {_START_HINT}") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BridgeUnavailable(f"connect file {path} is unreadable ({exc}); restart the launcher") from None
+
+
+def _ratings(rows: Iterable[Sequence]) -> tuple[UserRating, ...]:
+    return tuple(UserRating(int(m), float(r), int(t)) for m, r, t in rows)
+
+
+def _is_connection_loss(exc: BaseException) -> bool:
+    # py4j reports a socket closed mid-call as a plain Py4JError with one of these texts.
+    return isinstance(exc, (Py4JNetworkError, OSError)) or any(
+        text in str(exc) for text in ("Answer from Java side is empty", "Error while receiving",
+                                      "Error while sending"))
+
+
+class BridgeClient:
+    """A thread-safe client of the launcher's recall entry point."""
+
+    def __init__(self, settings: BridgeSettings):
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._gateway: JavaGateway | None = None
+        self.address: GatewayAddress | None = None
+
+    def __enter__(self) -> "BridgeClient":
+        self._connected()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._gateway is not None:
+            try:
+                self._gateway.close(keep_callback_server=False)
+            except Exception:  # closing a dead socket may fail; nothing is lost
+                pass
+            self._gateway = None
+
+    def _connected(self) -> JavaGateway:
+        if self._gateway is None:
+            address = GatewayAddress.from_connect_file(self._settings.connect_file)
+            token = self._settings.token or address.token
+            self._gateway = JavaGateway(gateway_parameters=GatewayParameters(
+                address=address.host, port=address.port, auth_token=token,
+                auto_convert=True, read_timeout=self._settings.call_timeout_s))
+            self.address = address
+        return self._gateway
+
+    def _call(self, method: str, *args) -> Any:
+        """One entry-point call, reconnecting once if the JVM went away (e.g. restarted)."""
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    gateway = self._connected()
+                    return json.loads(getattr(gateway.entry_point, method)(*args))
+                except Py4JAuthenticationError:
+                    self._drop()
+                    raise BridgeAuthError(
+                        f"the gateway at {self.address} refused the token: use the token the launcher "
+                        f"was started with (SPARROW_LLM_TOKEN) or its connect file {self._settings.connect_file}"
+                    ) from None
+                except Py4JJavaError as exc:
+                    raise BridgeCallError(f"{method} failed in the JVM: {exc.java_exception}") from None
+                except (Py4JError, OSError) as exc:
+                    if not _is_connection_loss(exc):
+                        raise BridgeCallError(f"{method} failed: {exc}") from None
+                    address = self.address
+                    self._drop()
+                    if attempt == 2:
+                        raise BridgeUnavailable(
+                            f"no sparrow-llm bridge answers at {address or self._settings.connect_file}; "
+                            f"{_START_HINT}") from None
+                    log.info("bridge connection lost (%s); reconnecting", type(exc).__name__)
+
+    # ---- the recall layer, one round trip per list -------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return self._call("info")
+
+    def user_ids(self) -> list[int]:
+        return [int(u) for u in self._call("userIds")]
+
+    def candidates(self, user_id: int, source: str = "host", size: int = HOST_CANDIDATES) -> CandidateList:
+        self._check_source(source)
+        d = self._call("candidates", int(user_id), source, int(size))
+        return CandidateList(int(d["userId"]), bool(d["known"]), d["source"],
+                             tuple(MovieMeta.from_json(m) for m in d["movies"]))
+
+    def history(self, user_id: int) -> UserHistory:
+        d = self._call("history", int(user_id))
+        return UserHistory(int(d["userId"]), bool(d["known"]), _ratings(d["ratings"]))
+
+    def movies(self, movie_ids: Iterable[int], with_emb: bool = False) -> tuple[dict[int, MovieMeta], list[int]]:
+        d = self._call("movies", json.dumps([int(m) for m in movie_ids]), bool(with_emb))
+        return {m.movie_id: m for m in map(MovieMeta.from_json, d["movies"])}, [int(m) for m in d["missing"]]
+
+    def user_bundles(self, user_ids: Iterable[int], source: str = "host", size: int = HOST_CANDIDATES,
+                     with_emb: bool = False) -> tuple[list[UserBundle], dict[int, MovieMeta]]:
+        """Histories and candidates of many users plus every movie they name, in one call."""
+        self._check_source(source)
+        d = self._call("userBundles", json.dumps([int(u) for u in user_ids]), source, int(size), bool(with_emb))
+        bundles = [UserBundle(int(u["userId"]), bool(u["known"]), _ratings(u["ratings"]),
+                              tuple(int(m) for m in u["candidates"])) for u in d["users"]]
+        return bundles, {m.movie_id: m for m in map(MovieMeta.from_json, d["movies"])}
+
+    def take_misses(self, max_items: int = 100) -> list[tuple[str, int]]:
+        """Users the stage served from the host's order because no fresh record existed."""
+        return [(m["model"], int(m["userId"])) for m in self._call("takeMisses", int(max_items))]
+
+    @property
+    def jvm(self):
+        """The raw py4j JVM view, for diagnostics and the per-getter baseline in bench/ only."""
+        with self._lock:
+            return self._connected().jvm
+
+    @staticmethod
+    def _check_source(source: str) -> None:
+        if source not in CANDIDATE_SOURCES:
+            raise ValueError(f"candidate source must be one of {CANDIDATE_SOURCES}, got {source!r}")

@@ -1,0 +1,214 @@
+"""Running the host JVM with the bridge launcher: classpath, web root, environment, start and stop.
+
+Two kinds of host: a real SparrowRecSys checkout (`SPARROW_HOME` with `target/classes` and the
+`jar-with-dependencies`), or the test stand-in (`jvm_bridge/sparrowrecsys-standin`) over the
+fixture in `../shared`, for which a web root is composed from links into the fixture.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import schema
+from ..config import ConfigError, Settings
+
+__all__ = ["HostRuntime", "HostProcess", "HostError", "resolve_host", "build_bridge", "launcher_env",
+           "LAUNCHER_CLASS"]
+
+log = logging.getLogger(__name__)
+
+LAUNCHER_CLASS = "io.sparrowllm.bridge.BridgeLauncher"
+_REAL_HOST_JAR = "SparrowRecSys-1.0-SNAPSHOT-jar-with-dependencies.jar"
+
+
+class HostError(RuntimeError):
+    """The host JVM could not be built, started or reached."""
+
+
+@dataclass(frozen=True)
+class HostRuntime:
+    kind: str  # "sparrowrecsys" or "standin"
+    class_root: Path  # the classpath folder that holds webroot/index.html
+    host_jar: Path
+    bridge_jar: Path
+
+    @property
+    def webroot(self) -> Path:
+        return self.class_root / "webroot"
+
+    @property
+    def classpath(self) -> str:
+        # The host first, as a deploy has it: its py4j 0.10.7 comes before ours, which is shaded.
+        return os.pathsep.join(map(str, (self.class_root, self.host_jar, self.bridge_jar)))
+
+
+def resolve_host(settings: Settings) -> HostRuntime:
+    """Where the host's classes and web root are, without touching the disk."""
+    hs = settings.host
+    if hs.sparrow_home is not None:
+        return HostRuntime("sparrowrecsys", hs.sparrow_home / "target" / "classes",
+                           hs.sparrow_home / "target" / _REAL_HOST_JAR, hs.bridge_jar)
+    return HostRuntime("standin", hs.work_dir / "standin-classroot", hs.standin_jar, hs.bridge_jar)
+
+
+def _compose_standin_webroot(settings: Settings, runtime: HostRuntime) -> None:
+    """A web root of links into the read-only fixture, with a real `modeldata/` the store can write in."""
+    fixture = settings.host.data_webroot
+    if not (fixture / schema.RATINGS_CSV).is_file():
+        raise ConfigError(f"fixture web root not found at {fixture}: set SPARROW_LLM_SHARED to the shared/ folder")
+    webroot = runtime.webroot
+    (webroot / "modeldata").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(settings.host.jvm_dir / "sparrowrecsys-standin" / "webroot" / "index.html",
+                    webroot / "index.html")
+    for rel in ("sampledata", "posters", schema.ITEM_EMB_CSV, schema.USER_EMB_CSV):
+        link = webroot / rel
+        if link.is_symlink() or link.exists():
+            if link.is_symlink() and link.resolve() == (fixture / rel).resolve():
+                continue
+            link.unlink()
+        link.symlink_to(fixture / rel)
+
+
+def build_bridge(settings: Settings, *, run_tests: bool = False) -> None:
+    """`mvn -q package` in jvm_bridge/ (the bridge jar and the stand-in host)."""
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise HostError("Maven (mvn) is not installed: `apt-get install maven`, or see the README set-up")
+    cmd = [mvn, "-q", "-B", "package"] + ([] if run_tests else ["-DskipTests"])
+    log.info("building the bridge: %s (in %s)", " ".join(cmd), settings.host.jvm_dir)
+    done = subprocess.run(cmd, cwd=settings.host.jvm_dir, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise HostError(f"the Maven build failed (exit {done.returncode}):\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
+
+
+def launcher_env(settings: Settings, runtime: HostRuntime, token: str, extra: dict[str, str] | None = None) -> dict:
+    """The launcher's environment: the Java-side mirror of Settings (docs/bridge-contract.md)."""
+    st = settings.store
+    env = {
+        "PORT": str(settings.host.http_port),
+        "SPARROW_LLM_TOKEN": token,
+        "SPARROW_LLM_GATEWAY_PORT": str(settings.bridge.gateway_port),
+        "SPARROW_LLM_CONNECT_FILE": str(settings.bridge.connect_file),
+        "SPARROW_LLM_STORE": st.kind,
+        "SPARROW_LLM_STORE_DIR": str(settings.store_dir),
+        "SPARROW_LLM_REDIS_HOST": st.redis_host,
+        "SPARROW_LLM_REDIS_PORT": str(st.redis_port),
+        "SPARROW_LLM_REDIS_DB": str(st.redis_db),
+        "SPARROW_LLM_MAX_AGE_S": str(st.max_age_s),
+    }
+    if st.redis_password:
+        env["SPARROW_LLM_REDIS_PASSWORD"] = st.redis_password
+    env.update(extra or {})
+    return env
+
+
+class HostProcess:
+    """The host JVM under the bridge launcher, as a context manager."""
+
+    def __init__(self, settings: Settings, *, extra_env: dict[str, str] | None = None,
+                 log_path: Path | None = None):
+        self.settings = settings
+        self.runtime = resolve_host(settings)
+        self.token = settings.bridge.token or secrets.token_urlsafe(32)
+        self.extra_env = extra_env or {}
+        self.log_path = log_path or settings.host.work_dir / "host.log"
+        self.http_port: int | None = None
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def prepare(self) -> None:
+        rt = self.runtime
+        if not rt.bridge_jar.is_file() or (rt.kind == "standin" and not rt.host_jar.is_file()):
+            build_bridge(self.settings)
+        if rt.kind == "standin":
+            _compose_standin_webroot(self.settings, rt)
+        elif not (rt.webroot / "index.html").is_file() or not rt.host_jar.is_file():
+            raise HostError(f"SPARROW_HOME={self.settings.host.sparrow_home} is not a built SparrowRecSys checkout: "
+                            f"expected {rt.webroot / 'index.html'} and {rt.host_jar} (run `mvn package` there)")
+
+    def start(self) -> "HostProcess":
+        self.prepare()
+        connect_file = self.settings.bridge.connect_file
+        connect_file.parent.mkdir(parents=True, exist_ok=True)
+        connect_file.unlink(missing_ok=True)  # a stale file must not be mistaken for this start
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **launcher_env(self.settings, self.runtime, self.token, self.extra_env)}
+        cmd = [self.settings.host.java, "-cp", self.runtime.classpath, LAUNCHER_CLASS]
+        with open(self.log_path, "ab") as out:
+            self._proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        self._wait_ready(connect_file)
+        return self
+
+    def _wait_ready(self, connect_file: Path) -> None:
+        import json
+
+        deadline = time.monotonic() + self.settings.host.start_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise HostError(f"the host JVM exited with code {self._proc.returncode} while starting; "
+                                f"last lines of {self.log_path}:\n{self.log_tail()}")
+            if connect_file.is_file():
+                self.http_port = int(json.loads(connect_file.read_text())["httpPort"])
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise HostError(f"the host JVM did not become ready in {self.settings.host.start_timeout_s:.0f} s; "
+                        f"see {self.log_path}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def kill(self) -> None:
+        """Kill -9, as a crash would (tests of recovery)."""
+        if self.alive():
+            self._proc.kill()
+            self._proc.wait()
+
+    def wait_until_interrupted(self) -> None:
+        """Block until Ctrl-C, SIGTERM or the JVM's exit (the foreground commands)."""
+        import signal
+        import threading
+
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(1.0) and self.alive():
+                pass
+        except KeyboardInterrupt:
+            pass
+
+    def __enter__(self) -> "HostProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,158 @@
+"""Scores of every arm and the report: results.md, results.png, per_user.csv."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .. import schema
+from .metrics import METRICS, Interval, bootstrap_mean, coverage, long_tail_share, rank_of
+from .protocol import TOP_N
+
+__all__ = ["Scores", "Arm", "Variant", "score_lists", "score_variant", "write_report", "plot", "write_per_user",
+           "BASELINE", "FILTERED", "AS_IS"]
+
+FILTERED = " (filtered)"
+AS_IS = " (as-is)"
+BASELINE = "host-emb" + FILTERED  # the row the paired differences are taken against
+_DELTA_METRIC = "NDCG@10"
+_CHART_METRICS = ("NDCG@10", "HR@10")
+
+
+@dataclass(frozen=True)
+class Scores:
+    metrics: dict[str, Interval]
+    delta: Interval | None  # paired difference in NDCG@10 against the variant's baseline row
+    coverage: float
+    long_tail: float
+
+
+@dataclass
+class Arm:
+    """One row of a table: what one ranker showed every user, and what that cost."""
+
+    label: str
+    backend: str
+    lists: dict[int, list[int]]  # user -> movie ids in the order the user sees them
+    rank_s: float | None = None  # producing every user's ranking (None: the host ranks while serving)
+    prep_s: float | None = None  # one-off work before ranking (a PREPARE_STEPS step: training, profiles)
+    serve_s: float | None = None  # every user's /getrecforyou request
+    counters: dict[str, int] = field(default_factory=dict)
+    from_store: int | None = None  # users the stage served from the store (not its host fallback)
+    summary: str = ""  # the run's RerankSummary line
+    scores: Scores | None = None  # filled by score_variant once every arm of the variant is in
+
+
+@dataclass
+class Variant:
+    name: str
+    title: str
+    note: str
+    targets: dict[int, int]  # user -> hidden movie
+    arms: list[Arm]
+
+
+def _values(lists: Mapping[int, Sequence[int]], targets: Mapping[int, int], metric: str) -> np.ndarray:
+    fn = METRICS[metric]
+    return np.array([fn(lists[u], targets[u]) for u in sorted(targets)], dtype=np.float64)
+
+
+def score_lists(lists: Mapping[int, Sequence[int]], targets: Mapping[int, int], *, seed: int = 0) -> dict[str, Interval]:
+    """Every metric of `METRICS`, mean over the users of `targets` with a bootstrap interval."""
+    return {name: bootstrap_mean(_values(lists, targets, name), seed=seed) for name in METRICS}
+
+
+def _per_user_cost(total: float | None, n: int, scale: float = 1000.0) -> str:
+    return "–" if total is None or not n else f"{total / n * scale:.1f}"
+
+
+def _counter(arm: Arm, n: int, *keys: str) -> str:
+    if not any(k in arm.counters for k in keys):
+        return "–"
+    return f"{sum(arm.counters.get(k, 0) for k in keys) / n:.1f}"
+
+
+def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _baseline(variant: Variant) -> Arm | None:
+    """host-emb as the user would see it without rated movies (in the sampled variant, nothing is rated)."""
+    return next((a for a in variant.arms if a.label in (BASELINE, "host-emb")), None)
+
+
+def score_variant(variant: Variant, popularity: Mapping[int, int], catalogue_size: int, seed: int) -> None:
+    """Fill every arm's `scores` (the paired differences need the baseline's per-user values)."""
+    users = sorted(variant.targets)
+    baseline = _baseline(variant)
+    base_values = None if baseline is None else _values(baseline.lists, variant.targets, _DELTA_METRIC)
+    for arm in variant.arms:
+        delta = None if baseline is None or arm is baseline else bootstrap_mean(
+            _values(arm.lists, variant.targets, _DELTA_METRIC) - base_values, seed=seed)
+        tops = [arm.lists[u][:TOP_N] for u in users]
+        arm.scores = Scores(score_lists(arm.lists, variant.targets, seed=seed), delta,
+                            coverage(tops, catalogue_size), long_tail_share(tops, popularity))
+
+
+def _variant_tables(variant: Variant) -> str:
+    n = len(variant.targets)
+    baseline = _baseline(variant)
+    quality = [[arm.label, *(str(arm.scores.metrics[m]) for m in METRICS),
+                "–" if arm.scores.delta is None else str(arm.scores.delta),
+                f"{arm.scores.coverage:.3f}", f"{arm.scores.long_tail:.3f}"] for arm in variant.arms]
+    cost = [[arm.label, arm.backend, "–" if arm.prep_s is None else f"{arm.prep_s:.1f}",
+             _per_user_cost(arm.rank_s, n), _per_user_cost(arm.serve_s, n),
+             _counter(arm, n, "llm_calls"), _counter(arm, n, "prompt_tokens", "completion_tokens"),
+             "–" if arm.from_store is None else f"{arm.from_store}/{n}"]
+            for arm in variant.arms]
+    parts = [f"## {variant.title}", "", f"{n} users. {variant.note}", "",
+             _markdown_table(["ranker", *METRICS, f"Δ{_DELTA_METRIC} vs {baseline.label if baseline else BASELINE}", f"coverage@{TOP_N}",
+                              f"long-tail@{TOP_N}"], quality),
+             "", _markdown_table(["ranker", "backend", "prep s", "rank ms/user", "serve ms/user", "LLM calls/user",
+                                  "tokens/user", "served from store"], cost)]
+    summaries = [a.summary for a in variant.arms if a.summary]
+    if summaries:
+        parts += ["", *(f"- {s}" for s in summaries)]
+    return "\n".join(parts)
+
+
+def write_report(path: Path, chart: Path, command: str, facts: Mapping[str, str], variants: Sequence[Variant]) -> None:
+    lines = [f"# sparrow-llm eval, {datetime.now():%Y-%m-%d %H:%M}", "", f"Command: `{command or 'run_eval(...)'}`", ""]
+    lines += [f"- {k}: {v}" for k, v in facts.items()]
+    lines += ["", "Leave-last-out by time (protocol: `sparrow_llm/evaluation.py`). Means with 95% bootstrap "
+              "intervals over users; rated movies removed from every list except the host's as-is rows; Δ is "
+              "the paired per-user difference against host-emb; costs are per evaluated user.", ""]
+    lines += [part for variant in variants for part in (_variant_tables(variant), "")]
+    lines += [f"![{', '.join(_CHART_METRICS)} per ranker]({chart.name})", ""]
+    path.write_text("\n".join(lines))
+
+
+def plot(path: Path, variants: Sequence[Variant]) -> None:
+    from matplotlib.figure import Figure  # a Figure with its own Agg canvas: no global backend state
+
+    fig = Figure(figsize=(6 * len(_CHART_METRICS), 0.45 * sum(len(v.arms) for v in variants) + 1.5),
+                 layout="constrained")
+    axes = fig.subplots(len(variants), len(_CHART_METRICS), squeeze=False)
+    for row, variant in zip(axes, variants):
+        labels = [a.label for a in variant.arms]
+        for ax, metric in zip(row, _CHART_METRICS):
+            scores = [a.scores.metrics[metric] for a in variant.arms]
+            means = np.array([s.mean for s in scores])
+            errors = np.array([[s.mean - s.low for s in scores], [s.high - s.mean for s in scores]])
+            ax.barh(labels, means, xerr=errors, capsize=3, color="tab:blue")
+            ax.invert_yaxis()
+            ax.set_xlabel(f"{metric}, 95% bootstrap interval")
+            ax.set_title(variant.title, fontsize=9)
+    fig.savefig(path, dpi=110)
+
+
+def write_per_user(path: Path, variants: Sequence[Variant]) -> None:
+    rows = [(v.name, a.label, u, t, rank_of(a.lists[u], t))
+            for v in variants for a in v.arms for u, t in sorted(v.targets.items())]
+    pd.DataFrame(rows, columns=["variant", "ranker", schema.COL_USER, schema.COL_MOVIE, "rank"]).astype(
+        {"rank": "Int64"}).to_csv(path, index=False)

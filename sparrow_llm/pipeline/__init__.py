@@ -1,0 +1,1 @@
+"""The jobs that move users through candidates -> ranker -> store: `rerank` (in-process), `rerank_spark`, `nearline`."""

@@ -1,0 +1,107 @@
+"""`sparrow-llm rerank --spark` (`run_rerank_spark`): `rerank.run_rerank` for many users. The driver fetches
+candidates and histories through the bridge in bulk batches and attaches stored profiles (the gateway
+is the driver's), broadcasts the union of the batches' movies and parallelises the contexts; each
+partition builds its ranker once, ranks with `rank_many` in batches and writes the records itself, and
+its `RerankSummary` is merged into the driver's. Per user it runs exactly what `run_rerank` runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from functools import partial
+from typing import Iterable, Iterator, Sequence
+
+from pyspark import Broadcast
+from pyspark.serializers import CloudPickleSerializer
+from pyspark.sql import SparkSession
+
+from ..bridge.client import BridgeClient
+from ..candidates import bridge_client, fetch_contexts, user_batches
+from ..config import Settings
+from ..domain import MovieMeta, UserContext
+from ..progress import progress_bar
+from ..registry import make_ranker
+from ..spark import session, task_progress
+from ..store import Store, open_default_store
+from .rerank import RerankSummary, rank_contexts
+
+__all__ = ["run_rerank_spark"]
+
+
+def _rerank_partition(settings: Settings, model: str, store: Store | None, movies_bc: Broadcast,
+                      contexts: Iterable[UserContext]) -> Iterator[RerankSummary]:
+    """One partition of the rerank job, in an executor: its ranker once, then `run_rerank`'s batches."""
+    store = store or open_default_store(settings)
+    ranker = make_ranker(model, settings, store)
+    movies = movies_bc.value
+    summary = RerankSummary(model=ranker.name)
+    batch = max(1, settings.bridge.batch_users)
+    try:
+        contexts = iter(contexts)
+        while chunk := [dataclasses.replace(c, movies=movies) for c in itertools.islice(contexts, batch)]:
+            rank_contexts(ranker, chunk, store, summary)
+    finally:
+        store.close()
+    yield summary
+
+
+def run_rerank_spark(settings: Settings, model: str, *, users: Sequence[int] | None = None,
+                     sample: int | None = None, master: str = "local[*]", partitions: int | None = None,
+                     client: BridgeClient | None = None, store: Store | None = None,
+                     spark: SparkSession | None = None, progress: bool = True) -> RerankSummary:
+    """`rerank.run_rerank` with the ranking in Spark executors: same users, same records, same summary counters.
+
+    `store` (default: the configured one) gives the driver the stored profiles and, sent to the executors,
+    takes the records and the LLM cache; it must pickle (a FileStore does). With None each partition opens
+    the configured store itself (the way to use Redis). `partitions` defaults to Spark's default parallelism.
+    """
+    if partitions is not None and partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    shipped = store
+    store = store or open_default_store(settings)
+    if shipped is not None:
+        try:
+            CloudPickleSerializer().dumps(shipped)  # how Spark will send it, with the closure
+        except Exception as exc:
+            raise ValueError(f"{shipped!r} cannot be sent to Spark executors ({type(exc).__name__}: {exc}); "
+                             "pass store=None to have each partition open the configured store") from None
+    # The driver's ranker only says what to fetch (candidate source, embeddings) and names the summary.
+    ranker = make_ranker(model, settings, store)
+    summary = RerankSummary(model=ranker.name)
+    started = time.perf_counter()
+    try:
+        with bridge_client(settings, client) as client:
+            batches = user_batches(client, settings, users, sample)
+            # A context travels without its movies; the executors attach the union of every batch's movies,
+            # which holds the same entry for each movie a user names (a user's batch fetched all of those).
+            contexts: list[UserContext] = []
+            movies: dict[int, MovieMeta] = {}
+            with progress_bar(total=sum(map(len, batches)), desc=f"fetch {ranker.name}", unit="user",
+                              enabled=progress) as bar:
+                for user_batch in batches:
+                    found, unknown = fetch_contexts(client, store, user_batch, source=ranker.candidate_source,
+                                                    with_emb=ranker.needs_emb)
+                    if found:
+                        movies.update(found[0].movies)  # one dict per bulk call
+                    contexts += [dataclasses.replace(c, movies={}) for c in found]
+                    summary.users += len(user_batch)
+                    summary.skipped += unknown
+                    bar.update(len(user_batch))
+        if contexts:
+            with session(spark, master, "sparrow-llm-rerank") as spark:
+                sc = spark.sparkContext
+                slices = min(partitions or sc.defaultParallelism, len(contexts))
+                movies_bc = sc.broadcast(movies)
+                try:
+                    with task_progress(spark, f"rerank {ranker.name} ({slices} partitions)", progress):
+                        tallies = (sc.parallelize(contexts, slices)
+                                   .mapPartitions(partial(_rerank_partition, settings, model, shipped, movies_bc))
+                                   .collect())
+                finally:
+                    movies_bc.destroy()
+            for tally in tallies:
+                summary.merge(tally)
+    finally:
+        summary.wall_s = time.perf_counter() - started
+    return summary

@@ -1,0 +1,5 @@
+"""Rankers: one user's context in, a ranked list out.
+
+`base` holds the protocol every ranker follows; each concrete ranker lives in its own module or
+package (`recent`, `retrieval`, `palr`, `clickprompt`), and `sparrow_llm.registry` names them.
+"""

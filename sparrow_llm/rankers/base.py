@@ -1,0 +1,45 @@
+"""What every ranker is: a protocol the pipelines call, and a base class with the default batch path."""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..domain import Ranking, UserContext
+
+__all__ = ["Ranker", "BaseRanker", "unit_rows"]
+
+
+class Ranker(Protocol):
+    name: str  # the `model` value the stage serves it under
+    backend: str
+    version: str
+    needs_emb: bool  # whether contexts must carry item2vec vectors
+    candidate_source: str
+
+    def rank(self, ctx: UserContext) -> Ranking | None:
+        """None when there is nothing to rank on (the stage then serves the host's order)."""
+
+    def rank_many(self, contexts: Sequence[UserContext]) -> list[Ranking | None]: ...
+
+
+class BaseRanker:
+    """Default `rank_many`: one user at a time. Rankers that batch (a model's forward pass) override it."""
+
+    name: str
+    backend: str
+    version: str
+    needs_emb = False
+    candidate_source = "host"  # what the bridge recalls for it
+
+    def rank(self, ctx: UserContext) -> Ranking | None:
+        raise NotImplementedError
+
+    def rank_many(self, contexts: Sequence[UserContext]) -> list[Ranking | None]:
+        return [self.rank(ctx) for ctx in contexts]
+
+
+def unit_rows(m: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (zero rows stay zero)."""
+    norms = np.linalg.norm(m, axis=-1, keepdims=True)
+    return m / np.where(norms == 0, 1.0, norms)

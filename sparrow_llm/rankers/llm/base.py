@@ -1,0 +1,161 @@
+"""LLM backends behind PALR's two steps (profile a user, rank candidates).
+
+`Backend.profile` and `Backend.rank` take a rendered `PromptRequest` and return a `Completion`
+whose text the caller parses. Backends are registered by import string in `BACKENDS`; each one
+lives in its own module (`zhipu`: the GLM API; `local_minilm`: an offline stand-in).
+"""
+from __future__ import annotations
+
+import importlib
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Mapping
+
+from ...config import ConfigError, LLMSettings
+from ...domain import MovieMeta, Rated, movie_label
+
+__all__ = [
+    "Completion", "Counters", "Backend", "ChatBackend",
+    "LLMError", "LLMAuthError", "LLMTimeout", "LLMRateLimited", "LLMUnavailable", "SERVICE_ERRORS",
+    "BACKENDS", "make_backend", "PromptRequest",
+]
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """One rendered PALR step: the chat messages and the inputs they were rendered from.
+
+    A chat backend sends `messages`; the local backend works on the structured fields.
+    """
+
+    step: str  # "profile" or "rank"
+    version: str
+    messages: tuple[Mapping[str, str], ...]
+    max_tokens: int
+    history: tuple[Rated, ...]  # oldest first, already cut to the most recent rows
+    candidates: tuple[MovieMeta, ...] = ()
+    profile: str = ""
+    top_n: int = 0
+
+    @property
+    def text(self) -> str:
+        return "\n".join(m["content"] for m in self.messages)
+
+    @property
+    def labels(self) -> list[str]:
+        return [movie_label(m) for m in self.candidates]
+
+
+class LLMError(RuntimeError):
+    """The LLM could not answer this request (a bad request, a malformed answer)."""
+
+
+class LLMAuthError(LLMError):
+    """The API key is missing or refused."""
+
+
+class LLMTimeout(LLMError):
+    """No answer within the timeout (after retries)."""
+
+
+class LLMRateLimited(LLMError):
+    """The API kept answering 429 (after retries)."""
+
+
+class LLMUnavailable(LLMError):
+    """The API is unreachable or failing (5xx, connection errors), or the circuit breaker is open."""
+
+
+# Errors that say the service (or our access to it) is unhealthy; they count towards the breaker.
+# A plain LLMError (HTTP 400, a malformed answer) is about one request and does not.
+SERVICE_ERRORS = (LLMAuthError, LLMTimeout, LLMRateLimited, LLMUnavailable)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    latency_s: float
+
+
+class Counters:
+    """Thread-safe totals of one backend, for job summaries."""
+
+    FIELDS = ("calls", "retries", "failures", "rejected", "prompt_tokens", "completion_tokens")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(self.FIELDS, 0)
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                self._values[name] += delta
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+
+class Backend(ABC):
+    """One LLM; `name` is recorded in every store record, `concurrency` bounds useful parallel calls."""
+
+    name: str
+    model: str
+    concurrency: int = 1
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+
+    @abstractmethod
+    def profile(self, request: PromptRequest) -> Completion:
+        """PALR step 1: a short natural-language profile of the user's taste."""
+
+    @abstractmethod
+    def rank(self, request: PromptRequest) -> Completion:
+        """PALR step 2: the answer the rank prompt asks for (`[[index, "reason"], ...]`, best first)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class ChatBackend(Backend):
+    """A backend that completes free text: both steps send their rendered prompt."""
+
+    # Greedy decoding: answers are cached by prompt, so the same prompt should give the same answer.
+    temperature = 0.0
+
+    @abstractmethod
+    def complete(self, messages: list[dict], *, max_tokens: int, temperature: float) -> Completion: ...
+
+    def profile(self, request: PromptRequest) -> Completion:
+        return self._ask(request)
+
+    def rank(self, request: PromptRequest) -> Completion:
+        return self._ask(request)
+
+    def _ask(self, request: PromptRequest) -> Completion:
+        # Copies: the zhipuai SDK rewrites message contents in place.
+        return self.complete([dict(m) for m in request.messages], max_tokens=request.max_tokens,
+                             temperature=self.temperature)
+
+
+# SPARROW_LLM_BACKEND -> "module:factory"; factory(settings) -> Backend.
+BACKENDS: dict[str, str] = {
+    "zhipuai": "sparrow_llm.rankers.llm.zhipu:ZhipuBackend",
+    "local": "sparrow_llm.rankers.llm.local_minilm:from_settings",
+    "local-minilm": "sparrow_llm.rankers.llm.local_minilm:from_settings",
+}
+
+
+def make_backend(settings: LLMSettings) -> Backend:
+    try:
+        target = BACKENDS[settings.backend]
+    except KeyError:
+        raise ConfigError(f"SPARROW_LLM_BACKEND must be one of {', '.join(sorted(BACKENDS))}, "
+                          f"got {settings.backend!r}") from None
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)(settings)

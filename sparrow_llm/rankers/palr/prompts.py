@@ -1,0 +1,125 @@
+"""PALR's prompts: templates on disk rendered token-thrifty,.
+
+The rank prompt lists the recent history grouped by rating level, without genres (the profile
+carries the genre taste): `4.5: Heat (1995); Alien (1979)`; it labels candidates with short
+indexes (`#3 Heat (1995)|Action Crime`) and asks for a JSON list of pairs `[[3,"tense heist"]]`
+with reasons of at most four words, so neither titles nor ids are repeated in the answer.
+`parsing.parse_ranking` reads that answer (and the object form `[{"i": 3, "r": "..."}]` of v1), and
+repairs the usual ways a model breaks it. The profile prompt groups the history the same way but
+keeps the genres, since the profile is where the genre taste is summarised.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from ...config import ConfigError, LLMSettings
+from ...domain import MovieMeta, Rated, movie_label, movie_text
+from ..llm.base import PromptRequest
+
+__all__ = [
+    "Rated", "PromptRequest", "Prompts", "naive_rank_prompt", "movie_label", "movie_text", "PROMPT_VERSION",
+]
+
+PROMPT_VERSION = "v2"
+
+# Answer budgets (caps, not costs): a profile of about 60 words; a pick with a four-word reason
+# (`[12,"tense slow-burn heist thriller"],`) is 10 to 15 tokens.
+_PROFILE_MAX_TOKENS = 160
+_TOKENS_PER_PICK = 18
+# The placeholders each template may use.
+_FIELDS = {"profile": ("history",), "rank": ("profile", "history", "candidates", "top_n")}
+
+
+def _compact_text(movie: MovieMeta) -> str:
+    """`Title (1999)|Genre Genre`: a candidate, or a history row of the profile prompt (genre names have no spaces)."""
+    return f"{movie_label(movie)}|{' '.join(movie.genres) or '-'}"
+
+
+def _by_rating(rows: Sequence[Rated], text: Callable[[MovieMeta], str]) -> str:
+    """One line per rating level, best first, its movies oldest first: `4.5: Heat (1995); Alien (1979)`."""
+    levels: dict[float, list[str]] = {}
+    for row in rows:
+        levels.setdefault(row.rating, []).append(text(row.movie))
+    return "\n".join(f"{rating:g}: {'; '.join(titles)}" for rating, titles in sorted(levels.items(), reverse=True))
+
+
+class Prompts:
+    """The PALR templates of one version (`profile.<version>.txt`, `rank.<version>.txt`)."""
+
+    def __init__(self, directory: Path, *, version: str = PROMPT_VERSION, history_items: int = 50):
+        if history_items < 1:
+            raise ConfigError(f"history_items must be >= 1, got {history_items}")
+        self.directory = Path(directory)
+        self.version = version
+        self.history_items = history_items
+        self._profile = self._load("profile")
+        self._rank = self._load("rank")
+
+    @classmethod
+    def from_settings(cls, settings: LLMSettings) -> "Prompts":
+        return cls(settings.prompts_dir, history_items=settings.history_items)
+
+    def _load(self, step: str) -> Template:
+        path = self.directory / f"{step}.{self.version}.txt"
+        try:
+            template = Template(path.read_text(encoding="utf-8").strip())
+        except FileNotFoundError:
+            raise ConfigError(f"prompt template {path} not found (SPARROW_LLM_PROMPTS_DIR)") from None
+        # Rendered once here, so that a broken override fails at startup, not on every user.
+        try:
+            template.substitute(dict.fromkeys(_FIELDS[step], ""))
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"prompt template {path} is invalid ({type(exc).__name__}: {exc}); "
+                              f"it may use ${', $'.join(_FIELDS[step])}, and $$ for a dollar sign") from None
+        return template
+
+    def _recent(self, history: Sequence[Rated]) -> tuple[Rated, ...]:
+        return tuple(history[-self.history_items:])
+
+    def profile_request(self, history: Sequence[Rated]) -> PromptRequest:
+        """PALR step 1 over the most recent `history_items` rows of `history` (oldest first)."""
+        recent = self._recent(history)
+        text = self._profile.substitute(history=_by_rating(recent, _compact_text))
+        return PromptRequest("profile", self.version, ({"role": "user", "content": text},),
+                             _PROFILE_MAX_TOKENS, recent)
+
+    def rank_request(self, history: Sequence[Rated], candidates: Sequence[MovieMeta], profile: str,
+                     top_n: int) -> PromptRequest:
+        """PALR step 2: pick at most `top_n` of `candidates` (labelled by index) for this user."""
+        recent = self._recent(history)
+        text = self._rank.substitute(
+            profile=profile.strip() or "-",
+            history=_by_rating(recent, movie_label),
+            candidates="\n".join(f"#{i} {_compact_text(m)}" for i, m in enumerate(candidates)),
+            top_n=top_n,
+        )
+        return PromptRequest("rank", self.version, ({"role": "user", "content": text},),
+                             top_n * _TOKENS_PER_PICK + 16, recent, tuple(candidates), profile, top_n)
+
+
+def naive_rank_prompt(history: Sequence[Rated], candidates: Sequence[MovieMeta], profile: str,
+                      top_n: int) -> list[dict]:
+    """The naive PALR prompt (full rows, ids and titles; a free-text answer naming titles).
+
+    Only the benchmark baseline for the token and parse comparison; the ranker never sends it.
+    """
+    def row(m: MovieMeta) -> str:
+        return f"Movie ID: {m.movie_id}, Title: {movie_label(m)}, Genres: {', '.join(m.genres)}"
+
+    text = "\n".join([
+        "You are a movie recommender system.",
+        f"Here is the profile of the user: {profile}",
+        "The user has watched and rated the following movies:",
+        *(f"{row(r.movie)}, Rating: {r.rating:g} out of 5" for r in history),
+        "Here is the list of candidate movies:",
+        *map(row, candidates),
+        f"Based on the user's profile and watch history, recommend {top_n} movies from the candidate list "
+        "that the user is most likely to enjoy, ordered from the most to the least likely. For each "
+        "recommendation give the full movie title and explain why you recommend it.",
+    ])
+    return [{"role": "user", "content": text}]

@@ -1,0 +1,219 @@
+"""The ClickPrompt rerank stage: a checkpoint per data folder, the ranker, the run_* paths, served over HTTP."""
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sparrow_llm.domain import MovieMeta, UserRating
+from sparrow_llm.rankers.clickprompt import checkpoint as stage
+from sparrow_llm.rankers.clickprompt.model import WEIGHTS_FILE
+from sparrow_llm.catalog import movie_catalog
+from sparrow_llm.rankers.clickprompt.samples import SPLIT_NAMES, build_samples, read_sample_splits, time_split
+from sparrow_llm.rankers.clickprompt.schema import COL_TIMESTAMP, COL_USER
+from sparrow_llm.rankers.clickprompt.checkpoint import default_checkpoint, prepare, prepare_clickprompt, serving_checkpoint
+from sparrow_llm.rankers.clickprompt.experiments import run_eval, run_finetune, run_pretrain
+from sparrow_llm.rankers.clickprompt.ranker import ClickPromptRanker, from_settings
+from sparrow_llm.rankers.clickprompt.train import TABLE_ROWS
+from sparrow_llm.config import ConfigError, Settings
+from sparrow_llm.domain import UserContext
+from sparrow_llm.pipeline.rerank import run_rerank
+from sparrow_llm.store import open_default_store
+from sparrow_llm.schema import MOVIES_CSV, RATINGS_CSV
+
+UNSEEN = 10 ** 9  # a movie id no training split has
+
+
+def _data_folder(root, ratings, sampledata):
+    """A folder in the host's layout holding `ratings` and the fixture's movies.csv."""
+    (root / "sampledata").mkdir(parents=True)
+    ratings.to_csv(root / RATINGS_CSV, index=False)
+    shutil.copyfile(sampledata / "movies.csv", root / MOVIES_CSV)
+    return root
+
+
+def _settings(root, ratings, sampledata) -> Settings:
+    """Settings over a data folder of `ratings` with a work dir of its own."""
+    return Settings().replace(host={"data_dir": _data_folder(root / "data", ratings, sampledata),
+                                    "work_dir": root / "work"}, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_settings(tmp_path_factory, tiny_ratings, sampledata):
+    return _settings(tmp_path_factory.mktemp("cp-stage"), tiny_ratings, sampledata)
+
+
+@pytest.fixture(scope="module")
+def micro_settings(tmp_path_factory, tiny_ratings, sampledata):
+    """12 users: the run_* paths train every model once per seed, MiniLM included."""
+    micro = tiny_ratings[tiny_ratings[COL_USER].isin(sorted(tiny_ratings[COL_USER].unique())[:12])]
+    return _settings(tmp_path_factory.mktemp("cp-micro"), micro, sampledata)
+
+
+@pytest.fixture(scope="module")
+def trainings():
+    """How many times prepare_clickprompt fine-tuned (module-wide, as the checkpoint is)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_settings, trainings):
+    """`prepare`'s line, with the quick recipe cut to a few PA-MLM steps (the real one runs ~60, ~2 s each)."""
+    patch = pytest.MonkeyPatch()
+    patch.setitem(stage._RECIPES, True, stage._Recipe("ctr-after-pamlm-quick", 2, 64, finetune_epochs=2))
+    real_finetune = stage.finetune
+    patch.setattr(stage, "finetune", lambda *a, **k: trainings.append(1) or real_finetune(*a, **k))
+    try:
+        yield prepare(tiny_settings, progress=False)
+    finally:
+        patch.undo()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(prepared, tiny_settings):
+    return default_checkpoint(tiny_settings)
+
+
+@pytest.fixture(scope="module")
+def movie_metas(movies) -> dict[int, MovieMeta]:
+    catalog = movie_catalog(movies)
+    metas = {int(m): MovieMeta(int(m), row.title, int(row.releaseYear) if pd.notna(row.releaseYear) else 0,
+                               row.genres, 3.5, 10) for m, row in catalog.iterrows()}
+    # Two movies the model never saw, alike in everything it reads: their scores tie exactly.
+    for movie_id in (UNSEEN, UNSEEN + 1):
+        metas[movie_id] = MovieMeta(movie_id, "Brand New", 2030, ("Drama",), 0.0, 0)
+    return metas
+
+
+@pytest.fixture(scope="module")
+def ranker(checkpoint):
+    return ClickPromptRanker(checkpoint)
+
+
+def _ctx(user_id, ratings, candidates, movies):
+    return UserContext(user_id, tuple(UserRating(m, r, t) for m, r, t in ratings), tuple(candidates), movies)
+
+
+def test_prepare_trains_once_per_data_content(prepared, checkpoint, tiny_settings, trainings, tiny_ratings,
+                                              sampledata, tmp_path):
+    assert prepared.startswith(f"clickprompt: trained {checkpoint} on ") and "valid AUC" in prepared
+    assert checkpoint.parent.parent == tiny_settings.host.work_dir / stage.CHECKPOINTS_DIR
+    info = json.loads((checkpoint / stage.TRAINING_FILE).read_text())
+    assert info["data_folder"] == str(tiny_settings.host.data_webroot) and info["recipe"]["pretrain_steps"] == 2
+    assert not [p for p in checkpoint.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
+    mtime = (checkpoint / WEIGHTS_FILE).stat().st_mtime_ns
+    assert prepare_clickprompt(tiny_settings, progress=False) == checkpoint
+    assert prepare(tiny_settings, progress=False) == f"clickprompt: reusing {checkpoint}"
+    assert len(trainings) == 1 and (checkpoint / WEIGHTS_FILE).stat().st_mtime_ns == mtime
+    # Another ratings file (the eval harness's copy without hidden ratings) never finds this checkpoint...
+    fewer = _data_folder(tmp_path / "fewer", tiny_ratings.iloc[:-1], sampledata)
+    assert default_checkpoint(tiny_settings.replace(host={"data_dir": fewer})) != checkpoint
+    # ...while the same content elsewhere does.
+    same = _data_folder(tmp_path / "same", tiny_ratings, sampledata)
+    assert default_checkpoint(tiny_settings.replace(host={"data_dir": same})) == checkpoint
+
+
+def test_factory_uses_the_data_folders_checkpoint_or_says_how_to_train(checkpoint, tiny_settings, tmp_path):
+    ranker = from_settings(tiny_settings, None)
+    assert ranker.checkpoint == checkpoint and ranker.backend == "clickprompt-ctr"
+    assert ranker.version.startswith("ctr-after-pamlm-quick-") and ranker.version == stage.checkpoint_version(checkpoint)
+    with pytest.raises(ConfigError, match="sparrow-llm clickprompt pretrain"):
+        from_settings(tiny_settings.replace(host={"work_dir": tmp_path}), None)
+
+
+def test_ranks_unrated_candidates_by_click_probability(ranker, tiny_ratings, movie_metas):
+    user = int(tiny_ratings[COL_USER].iloc[0])
+    history = tiny_ratings[tiny_ratings[COL_USER] == user][["movieId", "rating", "timestamp"]].to_numpy()
+    rated = [int(m) for m in history[:5, 0]]
+    candidates = [*rated, 1, 2, 3, 32, 50, 260, 296, 318, 424_242]  # 424242: not a movie the host loads
+    ranking = ranker.rank(_ctx(user, history, candidates, movie_metas))
+    ids = [i.movie_id for i in ranking.items]
+    assert sorted(ids) == sorted(set(candidates[5:-1]) - set(int(m) for m in history[:, 0]))
+    scores = np.array([i.score for i in ranking.items])
+    assert ((scores >= 0) & (scores <= 1)).all() and (np.diff(scores) <= 0).all()
+    assert len(set(scores)) > 1  # the model tells the candidates apart
+    assert all(i.reason == f"p(click)={i.score:.2f}" for i in ranking.items)  # all movies known to the model
+    assert ranking.meta == {"history": len(history), "known_user": True, "scored": len(ids)}
+    # rank_many gives each user what rank gives.
+    other = _ctx(user + 1, [], [1, 2], movie_metas)
+    assert ranker.rank_many([other, _ctx(user, history, candidates, movie_metas)]) == [ranker.rank(other), ranking]
+
+
+def test_new_user_and_unseen_movies(ranker, movie_metas):
+    ranking = ranker.rank(_ctx(987_654_321, [], [UNSEEN + 1, 1, UNSEEN], movie_metas))
+    assert {i.movie_id for i in ranking.items} == {UNSEEN, UNSEEN + 1, 1}
+    assert ranking.meta["known_user"] is False and ranking.meta["history"] == 0
+    new = [i for i in ranking.items if i.movie_id >= UNSEEN]
+    assert all(i.reason.endswith("movie new to the model") for i in new)
+    assert new[0].score == new[1].score and [i.movie_id for i in new] == [UNSEEN + 1, UNSEEN]  # tie: host order
+    assert ranker.rank(_ctx(1, [(1, 4.0, 10)], [1], movie_metas)) is None  # nothing unrated to rank
+
+
+def test_plm_variant_scores_with_the_text_model(prefix_add_run, movie_metas):
+    with_plm = ClickPromptRanker(prefix_add_run.checkpoint, use_plm=True, max_candidates=3)
+    ctr_only = ClickPromptRanker(prefix_add_run.checkpoint)
+    ctx = _ctx(1, [(1, 5.0, 10)], [2, 3, 4, 5, 6], movie_metas)
+    plm_ranking, ctr_ranking = with_plm.rank(ctx), ctr_only.rank(ctx)
+    assert with_plm.backend == "clickprompt-plm" and ctr_only.backend == "clickprompt-ctr"
+    assert sorted(i.movie_id for i in plm_ranking.items) == [2, 3, 4]  # the first host candidates only
+    ctr_scores = {i.movie_id: i.score for i in ctr_ranking.items}
+    assert any(i.score != ctr_scores[i.movie_id] for i in plm_ranking.items)
+
+
+def test_features_folder_with_the_hosts_split_gets_a_validation_part(tiny_ratings, movies, tmp_path):
+    split = time_split(build_samples(tiny_ratings, movies))
+    for name, part in zip(SPLIT_NAMES, (pd.concat([split.train, split.valid]), split.valid.iloc[:0], split.test)):
+        (tmp_path / name).mkdir()
+        part.to_csv(tmp_path / name / "part-00000.csv", index=False)
+    (tmp_path / "valid" / "part-00001.csv").write_text("")  # Spark's empty partition
+    got = read_sample_splits(tmp_path)
+    assert len(got.train) + len(got.valid) == len(split.train) + len(split.valid) and len(got.valid) > 0
+    assert got.train[COL_TIMESTAMP].max() < got.valid[COL_TIMESTAMP].min() == got.valid_from
+    pd.testing.assert_frame_equal(got.test, split.test)
+    with pytest.raises(ValueError, match="no train/ folder"):
+        read_sample_splits(tmp_path / "valid")
+
+
+def test_cli_paths_pretrain_finetune_eval(micro_settings, tmp_path):
+    quiet = dict(threads=1, progress=False)
+    line = run_pretrain(micro_settings, tmp_path / "pre", max_steps=1, **quiet)
+    assert line.startswith("pretrain (PA-MLM)") and (tmp_path / "pre" / WEIGHTS_FILE).is_file()
+    line = run_finetune(micro_settings, tmp_path / "ctr", mode="ctr", init_from=tmp_path / "pre", epochs=1, **quiet)
+    assert "test AUC" in line and ClickPromptRanker(tmp_path / "ctr").version.startswith("ctr-")
+    with pytest.raises(ValueError, match="has none"):
+        run_finetune(micro_settings, tmp_path / "x", mode="plm", init_from=tmp_path / "pre", **quiet)
+    run_eval(micro_settings, tmp_path / "eval", seeds=(1, 2), epochs=1, max_steps=2, pretrain_steps=1, eval_every=1,
+             patience=5, unfreeze_plm=True, train_frac=0.5, **quiet)
+    table = (tmp_path / "eval" / "table.md").read_text()
+    assert all(f"| {row} |" in table for row in TABLE_ROWS) and " ± " in table
+    results = pd.read_csv(tmp_path / "eval" / "results.csv")
+    assert sorted(results["seed"].unique()) == [1, 2] and len(results) == 2 * len(TABLE_ROWS)
+    # MiniLM fine-tuned in the rows that read text: every parameter trains.
+    text_rows = results[results["fusion"].isin(["plm", "prefix_add"])]
+    assert (text_rows["trainable_params"] == text_rows["params"]).all()
+    # Two steps validated after each: the text rows ran their capped epoch, whole.
+    assert (text_rows["epochs"] == 1.0).all()
+    assert (tmp_path / "eval" / "seed-2" / "pretrain" / WEIGHTS_FILE).is_file()
+
+
+def test_served_by_the_host_stage(host, checkpoint, tiny_settings):
+    ranker = ClickPromptRanker(checkpoint)
+    summary = run_rerank(host.settings, "clickprompt", ranker=ranker, users=[1, 2, 3], progress=False)
+    assert summary.written == 3 and summary.failed == 0
+    record = open_default_store(host.settings).get_record("clickprompt", 1)
+    assert record.backend == "clickprompt-ctr" and record.version == ranker.version
+    with urllib.request.urlopen(f"{host.base_url}/getrecforyou?id=1&size=10&model=clickprompt", timeout=20) as resp:
+        assert "source=store" in resp.headers.get("X-Sparrow-LLM", "")
+        served = [m["movieId"] for m in json.loads(resp.read())]
+    assert served == record.movie_ids[:10]
+    # The CLI's score path is the same run, by default over the data folder's serving checkpoint.
+    settings = host.settings.replace(host={"work_dir": tiny_settings.host.work_dir,
+                                           "data_dir": tiny_settings.host.data_dir})
+    scorer = ClickPromptRanker(serving_checkpoint(settings))
+    line = run_rerank(settings, scorer.name, ranker=scorer, users=[4], progress=False).line()
+    assert line.startswith("clickprompt: 1 users, 1 written, 0 skipped, 0 failed")
+    assert open_default_store(host.settings).get_record("clickprompt", 4).version == ranker.version
