@@ -5,8 +5,10 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.LinkedHashSet;
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
@@ -20,9 +22,21 @@ final class BridgeConfig {
     /** The names a plugin model may have (the store uses them as folder names and key parts). */
     static final Pattern MODEL_NAME = Pattern.compile("[a-z0-9_-]{1,32}");
 
+    /**
+     * The model names the Python side registers: plugin-owned whatever the store holds (so a store
+     * outage still gives them the host fallback with our header). {@code SPARROW_LLM_PLUGIN_MODELS}
+     * replaces this list.
+     */
+    static final List<String> BUILT_IN_MODELS = Collections.unmodifiableList(
+            Arrays.asList("recent", "llm", "clickprompt", "popularity", "ease", "sasrec"));
+    static final int DEFAULT_REDIS_TIMEOUT_MS = 300;
+    static final int DEFAULT_MAX_RECORD_BYTES = 1024 * 1024;
+
     enum StoreKind { FILE, REDIS }
 
     private final int httpPort;
+    private final Path home;
+    private final Path webRoot;
     private final String token;
     private final int gatewayPort;
     private final Path connectFile;
@@ -32,6 +46,9 @@ final class BridgeConfig {
     private final int redisPort;
     private final String redisPassword;
     private final int redisDb;
+    private final int redisTimeoutMs;
+    private final int maxRecordBytes;
+    private final Set<String> pluginModels;
     private final Set<String> models;
     private final long maxAgeS;
     private final String fallbackModel;
@@ -40,34 +57,46 @@ final class BridgeConfig {
     private final Set<String> nearlineModels;
     private final Set<String> declaredModels;
     private final int queueMax;
+    private final boolean exitOnStdinEof;
 
     private BridgeConfig(Map<String, String> env, Path webRoot, String userHome) {
         httpPort = intIn(env, "PORT", 6010, 0, 65535);
+        this.webRoot = webRoot.toAbsolutePath().normalize();
+        String homeDir = value(env, "SPARROW_LLM_HOME");
+        home = (homeDir == null ? Paths.get(userHome, ".sparrow-llm") : path(homeDir, userHome)).toAbsolutePath().normalize();
         token = token(env);
         gatewayPort = intIn(env, "SPARROW_LLM_GATEWAY_PORT", 0, 0, 65535);
         String connect = value(env, "SPARROW_LLM_CONNECT_FILE");
-        connectFile = (connect == null ? Paths.get(userHome, ".sparrow-llm", "gateway.json") : Paths.get(connect))
-                .toAbsolutePath();
+        connectFile = (connect == null ? home.resolve("gateway.json") : path(connect, userHome)).toAbsolutePath();
         storeKind = storeKind(env);
         String dir = value(env, "SPARROW_LLM_STORE_DIR");
-        storeDir = (dir == null ? webRoot.resolve("modeldata").resolve("sparrow-llm") : Paths.get(dir)).toAbsolutePath();
+        storeDir = (dir == null ? home.resolve("store") : path(dir, userHome)).toAbsolutePath().normalize();
+        if (storeKind == StoreKind.FILE && this.webRoot.startsWith(storeDir)) {
+            throw new IllegalArgumentException("SPARROW_LLM_STORE_DIR " + storeDir + " holds the web root "
+                    + this.webRoot + ": the store must not contain the host's web root");
+        }
         redisHost = orDefault(value(env, "SPARROW_LLM_REDIS_HOST"), "127.0.0.1");
         redisPort = intIn(env, "SPARROW_LLM_REDIS_PORT", 6379, 1, 65535);
         redisPassword = value(env, "SPARROW_LLM_REDIS_PASSWORD");
         redisDb = intIn(env, "SPARROW_LLM_REDIS_DB", 0, 0, Integer.MAX_VALUE);
+        redisTimeoutMs = intIn(env, "SPARROW_LLM_REDIS_TIMEOUT_MS", DEFAULT_REDIS_TIMEOUT_MS, 10, 60_000);
+        maxRecordBytes = intIn(env, "SPARROW_LLM_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES, 1024, 256 * 1024 * 1024);
         fallbackModel = orDefault(value(env, "SPARROW_LLM_FALLBACK_MODEL"), "emb");
+        pluginModels = pluginModels(env);
         models = modelNames(env, "SPARROW_LLM_MODELS", "");
         maxAgeS = intIn(env, "SPARROW_LLM_MAX_AGE_S", 604800, 0, Integer.MAX_VALUE);
         abPercent = intIn(env, "SPARROW_LLM_AB_PERCENT", 0, 0, 100);
         abModel = abModel(env);
         nearlineModels = modelNames(env, "SPARROW_LLM_NEARLINE_MODELS", "llm");
-        Set<String> declared = new LinkedHashSet<>(models);
+        Set<String> declared = new LinkedHashSet<>(pluginModels);
+        declared.addAll(models);
         declared.addAll(nearlineModels);
         if (abModel != null) {
             declared.add(abModel);
         }
         declaredModels = Collections.unmodifiableSet(declared);
         queueMax = intIn(env, "SPARROW_LLM_QUEUE_MAX", 1000, 1, 10_000_000);
+        exitOnStdinEof = intIn(env, "SPARROW_LLM_EXIT_ON_STDIN_EOF", 0, 0, 1) == 1;
     }
 
     /**
@@ -76,7 +105,12 @@ final class BridgeConfig {
      * @throws IllegalArgumentException naming the variable and what is wrong with it
      */
     static BridgeConfig fromEnvironment(Map<String, String> env, Path webRoot) {
-        return new BridgeConfig(env, webRoot, System.getProperty("user.home"));
+        return fromEnvironment(env, webRoot, System.getProperty("user.home"));
+    }
+
+    /** As {@link #fromEnvironment(Map, Path)}, with the user's home given. */
+    static BridgeConfig fromEnvironment(Map<String, String> env, Path webRoot, String userHome) {
+        return new BridgeConfig(env, webRoot, userHome);
     }
 
     int httpPort() {
@@ -85,6 +119,21 @@ final class BridgeConfig {
 
     String token() {
         return token;
+    }
+
+    /** {@code SPARROW_LLM_HOME}: the plugin's own folder (connect file, default store). */
+    Path home() {
+        return home;
+    }
+
+    /** The host's web root (absolute, normalized). */
+    Path webRoot() {
+        return webRoot;
+    }
+
+    /** Where the file store was by default before it moved to {@code <home>/store}: never read, never served. */
+    Path legacyStoreDir() {
+        return webRoot.resolve("modeldata").resolve("sparrow-llm");
     }
 
     int gatewayPort() {
@@ -120,7 +169,22 @@ final class BridgeConfig {
         return redisDb;
     }
 
-    /** The plugin-owned models; empty means "every model with records in the store". */
+    /** Connect and socket timeout of the bridge's Redis connections, also its wait for a pooled one. */
+    int redisTimeoutMs() {
+        return redisTimeoutMs;
+    }
+
+    /** A stored record or profile larger than this is not read. */
+    int maxRecordBytes() {
+        return maxRecordBytes;
+    }
+
+    /** The plugin's model names ({@link #BUILT_IN_MODELS} unless SPARROW_LLM_PLUGIN_MODELS is set). */
+    Set<String> pluginModels() {
+        return pluginModels;
+    }
+
+    /** The models listed in SPARROW_LLM_MODELS (plugin-owned in addition to the others). */
     Set<String> models() {
         return models;
     }
@@ -148,8 +212,9 @@ final class BridgeConfig {
     }
 
     /**
-     * The models the plugin owns whatever the store holds: the listed, nearline and A/B models (a
-     * nearline model must own its misses before the worker has written anything).
+     * The models the plugin owns whatever the store holds: the plugin's own names, the listed,
+     * nearline and A/B models (a nearline model must own its misses before the worker has written
+     * anything, and every one of them must fall back with our header while the store is down).
      */
     Set<String> declaredModels() {
         return declaredModels;
@@ -157,6 +222,11 @@ final class BridgeConfig {
 
     int queueMax() {
         return queueMax;
+    }
+
+    /** Whether the launcher exits when its standard input reaches end of file (its parent is gone). */
+    boolean exitOnStdinEof() {
+        return exitOnStdinEof;
     }
 
     private static String token(Map<String, String> env) {
@@ -205,6 +275,16 @@ final class BridgeConfig {
         return Collections.unmodifiableSet(names);
     }
 
+    /** SPARROW_LLM_PLUGIN_MODELS, or the built-in list less the fallback model (the host's ranker is never ours). */
+    private Set<String> pluginModels(Map<String, String> env) {
+        if (env.containsKey("SPARROW_LLM_PLUGIN_MODELS")) {
+            return modelNames(env, "SPARROW_LLM_PLUGIN_MODELS", "");
+        }
+        Set<String> names = new LinkedHashSet<>(BUILT_IN_MODELS);
+        names.remove(fallbackModel);
+        return Collections.unmodifiableSet(names);
+    }
+
     private String abModel(Map<String, String> env) {
         String model = value(env, "SPARROW_LLM_AB_MODEL");
         if (abPercent > 0 && model == null) {
@@ -242,6 +322,17 @@ final class BridgeConfig {
             // reported below with the allowed range
         }
         throw new IllegalArgumentException(name + " must be an integer from " + min + " to " + max + ", got '" + raw + "'");
+    }
+
+    /** A path as the Python side reads one: a leading {@code ~} is the user's home. */
+    private static Path path(String raw, String userHome) {
+        if (raw.equals("~")) {
+            return Paths.get(userHome);
+        }
+        if (raw.startsWith("~/")) {
+            return Paths.get(userHome, raw.substring(2));
+        }
+        return Paths.get(raw);
     }
 
     /** A set, non-blank value, trimmed; null otherwise. */

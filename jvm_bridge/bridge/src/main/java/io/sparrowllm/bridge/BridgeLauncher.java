@@ -15,10 +15,13 @@ import org.eclipse.jetty.util.resource.Resource;
 import py4j.GatewayServer;
 
 import java.io.IOException;
+import java.io.InputStream;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.URISyntaxException;
 import java.net.URL;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 
@@ -46,6 +49,9 @@ public final class BridgeLauncher {
             System.exit(2);
             return;
         }
+        if (config.exitOnStdinEof()) {
+            exitOnEndOfInput(System.in);
+        }
         try {
             run(config, webRoot);
         } catch (Exception e) {
@@ -55,6 +61,7 @@ public final class BridgeLauncher {
     }
 
     private static void run(BridgeConfig config, Path webRoot) throws Exception {
+        warnAboutLegacyStore(config);
         loadHostData(webRoot);
         MissQueue misses = new MissQueue(config.queueMax());
         RecordStore store = RecordStore.open(config);
@@ -85,6 +92,58 @@ public final class BridgeLauncher {
         server.join();
     }
 
+    /**
+     * The opt-in parent watchdog (SPARROW_LLM_EXIT_ON_STDIN_EOF=1): the Python parent starts the JVM
+     * with stdin a pipe it keeps open and never writes, so end of input means the parent is gone,
+     * and the JVM exits (shutdown hooks stop Jetty and the gateway and delete the connect file).
+     * Anything written to stdin is read and ignored.
+     */
+    static Thread exitOnEndOfInput(InputStream in) {
+        Thread watchdog = new Thread(() -> {
+            byte[] buffer = new byte[256];
+            try {
+                while (in.read(buffer) >= 0) {
+                    // ignored: only the end of input matters
+                }
+                Log.warn("standard input closed (SPARROW_LLM_EXIT_ON_STDIN_EOF=1): the parent process is gone, exiting");
+            } catch (IOException e) {
+                Log.warn("standard input failed (SPARROW_LLM_EXIT_ON_STDIN_EOF=1), exiting: " + e);
+            }
+            System.exit(0);
+        }, "sparrow-llm-stdin-watchdog");
+        watchdog.setDaemon(true);
+        watchdog.start();
+        return watchdog;
+    }
+
+    /**
+     * One warning line when the old default store folder {@code <webroot>/modeldata/sparrow-llm}
+     * exists and is not the configured store: its records are neither read nor served; the Python
+     * side moves them (any {@code sparrow-llm} command). Nothing is moved here.
+     *
+     * @return whether it warned
+     */
+    static boolean warnAboutLegacyStore(BridgeConfig config) {
+        Path legacy = config.legacyStoreDir();
+        if (!Files.exists(legacy, LinkOption.NOFOLLOW_LINKS) || isSameFolder(legacy, config.storeDir())) {
+            return false;
+        }
+        Log.warn("found store records at the old default folder " + legacy + " (not read, not served; the store is now "
+                + config.storeDir() + "): any sparrow-llm command moves them");
+        return true;
+    }
+
+    private static boolean isSameFolder(Path a, Path b) {
+        if (a.toAbsolutePath().normalize().equals(b.toAbsolutePath().normalize())) {
+            return true;
+        }
+        try {
+            return Files.exists(b) && Files.isSameFile(a, b);
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
     /** The host's web root: the folder of the classpath resource /webroot/index.html. */
     static Path findWebRoot() {
         URL index = BridgeLauncher.class.getResource("/webroot/index.html");
@@ -111,16 +170,19 @@ public final class BridgeLauncher {
 
     /** The host's Jetty server (static files, its services) with our stage and page; not started. */
     static Server buildServer(BridgeConfig config, Path webRoot, RecordStore store, MissQueue misses) throws IOException {
+        PluginModels models = new PluginModels(config, store);
         ServletContextHandler context = new ServletContextHandler();
         context.setContextPath("/");
         context.setBaseResource(Resource.newResource(webRoot.toFile()));
         context.setWelcomeFiles(new String[]{"index.html"});
-        context.addServlet(DefaultServlet.class, "/");
+        // The host's static files as the host serves them, but never the store (wherever it is) nor the old default folder.
+        context.addServlet(new ServletHolder("default", new HostStaticServlet(webRoot, config.storeDir(),
+                config.legacyStoreDir())), "/");
         context.addServlet(new ServletHolder(new MovieService()), "/getmovie");
         context.addServlet(new ServletHolder(new UserService()), "/getuser");
         context.addServlet(new ServletHolder(new SimilarMovieService()), "/getsimilarmovie");
         context.addServlet(new ServletHolder(new RecommendationService()), "/getrecommendation");
-        context.addServlet(new ServletHolder(new RerankServlet(new RecForYouService(), store, misses, config,
+        context.addServlet(new ServletHolder(new RerankServlet(new RecForYouService(), store, models, misses, config,
                 System::currentTimeMillis)), "/getrecforyou");
 
         ServletHolder page = new ServletHolder("sparrow-llm-page", DefaultServlet.class);
@@ -128,7 +190,7 @@ public final class BridgeLauncher {
         page.setInitParameter("pathInfoOnly", "true");
         page.setInitParameter("dirAllowed", "false");
         context.addServlet(page, "/sparrow-llm/*");
-        context.addServlet(new ServletHolder(new CompareServlet(store, config, System::currentTimeMillis)),
+        context.addServlet(new ServletHolder(new CompareServlet(store, models, config, System::currentTimeMillis)),
                 "/sparrow-llm/api/compare");
 
         Server server = new Server(new InetSocketAddress("0.0.0.0", config.httpPort()));

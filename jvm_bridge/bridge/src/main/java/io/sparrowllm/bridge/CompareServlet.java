@@ -11,25 +11,26 @@ import javax.servlet.http.HttpServlet;
 import javax.servlet.http.HttpServletRequest;
 import javax.servlet.http.HttpServletResponse;
 import java.io.IOException;
-import java.util.Set;
-import java.util.TreeSet;
 import java.util.function.LongSupplier;
 
 /**
  * {@code /sparrow-llm/api/compare?id=N&size=K}: the read-only JSON behind the comparison page, the
  * host's list beside every plugin model's stored list for one user. Our own endpoint, so errors
- * are a status and a message, never the host's empty 200.
+ * are a status and a message, never the host's empty 200. The page is public: a message is one
+ * of a few fixed texts and never carries a server path or anything read from the store.
  */
 final class CompareServlet extends HttpServlet {
     private static final int DEFAULT_SIZE = 12;
     private static final int MAX_SIZE = 800;
 
     private final RecordStore store;
+    private final PluginModels models;
     private final BridgeConfig config;
     private final LongSupplier clock;
 
-    CompareServlet(RecordStore store, BridgeConfig config, LongSupplier clock) {
+    CompareServlet(RecordStore store, PluginModels models, BridgeConfig config, LongSupplier clock) {
         this.store = store;
+        this.models = models;
         this.config = config;
         this.clock = clock;
     }
@@ -48,57 +49,47 @@ final class CompareServlet extends HttpServlet {
             String body;
             try {
                 body = compare(userId, size).toString();
-            } catch (StoreException e) {
-                Log.warn("compare page: " + e.getMessage());
-                error(response, HttpServletResponse.SC_SERVICE_UNAVAILABLE, "the store cannot be read: " + e.getMessage());
-                return;
-            } catch (RuntimeException e) {
-                Log.warn("compare page failed for user " + userId + ": " + e);
-                error(response, HttpServletResponse.SC_INTERNAL_SERVER_ERROR, "internal error: " + e);
+            } catch (RuntimeException | StackOverflowError e) {
+                Log.warn("compare page failed for user " + userId + ": " + e.getClass().getName()
+                        + (e.getMessage() == null ? "" : ": " + e.getMessage()));
+                error(response, HttpServletResponse.SC_INTERNAL_SERVER_ERROR, "internal error");
                 return;
             }
             Http.sendJson(response, HttpServletResponse.SC_OK, body);
         }
     }
 
-    private ObjectNode compare(int userId, int size) throws StoreException {
+    private ObjectNode compare(int userId, int size) {
         ObjectNode answer = Json.MAPPER.createObjectNode();
         answer.put("userId", userId);
         ObjectNode host = answer.putObject("host");
         host.put("model", config.fallbackModel());
         host.set("movies", Json.MAPPER.valueToTree(RecForYouProcess.getRecList(userId, size, config.fallbackModel())));
-        ArrayNode models = answer.putArray("models");
-        for (String model : pluginModels()) {
+        ArrayNode lists = answer.putArray("models");
+        long now = clock.getAsLong();
+        for (String model : models.all()) {
             try {
                 StoredRecord record = store.read(model, userId);
                 if (record != null) {
-                    models.add(recordJson(record, size));
+                    record.checkCreatedAt(now);
+                    lists.add(recordJson(record, size, now));
                 }
             } catch (StoreException e) {
                 Log.warn("compare page: " + e.getMessage());
-                models.addObject().put("model", model).put("error", e.getMessage());
+                lists.addObject().put("model", model).put("error", e.publicMessage());
             }
         }
         answer.set("profile", profile(userId));
         return answer;
     }
 
-    /** The declared models and, with no model list configured, the store's; sorted. */
-    private Set<String> pluginModels() throws StoreException {
-        Set<String> models = new TreeSet<>(config.declaredModels());
-        if (config.models().isEmpty()) {
-            models.addAll(store.models());
-        }
-        return models;
-    }
-
-    private ObjectNode recordJson(StoredRecord record, int size) {
+    private ObjectNode recordJson(StoredRecord record, int size, long now) {
         ObjectNode json = Json.MAPPER.createObjectNode();
         json.put("model", record.model);
         json.put("backend", record.backend);
         json.put("version", record.version);
         json.put("createdAt", record.createdAt);
-        json.put("stale", record.isStale(clock.getAsLong(), config.maxAgeS()));
+        json.put("stale", record.isStale(now, config.maxAgeS()));
         ArrayNode items = json.putArray("items");
         for (StoredRecord.Item item : record.items.subList(0, Math.min(size, record.items.size()))) {
             Movie movie = DataManager.getInstance().getMovieById(item.movieId);
@@ -115,9 +106,8 @@ final class CompareServlet extends HttpServlet {
     /** The stored profile, or null when there is none or it cannot be read (the page shows the lists anyway). */
     private JsonNode profile(int userId) {
         try {
-            String json = store.readProfileJson(userId);
-            return json == null ? null : Json.MAPPER.readTree(json);
-        } catch (StoreException | IOException e) {
+            return store.readProfile(userId);
+        } catch (StoreException e) {
             Log.warn("compare page: no profile for user " + userId + ": " + e.getMessage());
             return null;
         }

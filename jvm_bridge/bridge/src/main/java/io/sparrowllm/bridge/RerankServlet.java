@@ -24,8 +24,9 @@ import java.util.zip.CRC32;
 /**
  * The rerank stage in front of the host's /getrecforyou: for a plugin-owned model (or the A/B
  * share of the default model) it serves the stored ranking topped up with the host's order, else
- * the host's own ranking; every other request, and any failure of ours, goes to the host servlet
- * untouched, so the host's behaviour is kept.
+ * the host's own ranking (the fallback model's) with our header whenever the store cannot give a
+ * fresh, valid record, whatever the fault. Every other request, and a failure of the host ranking
+ * itself, goes to the host servlet untouched, so the host's behaviour is kept.
  */
 final class RerankServlet extends HttpServlet {
     /** The host's candidate count in RecForYouProcess: asking for this many gives its whole order. */
@@ -34,13 +35,16 @@ final class RerankServlet extends HttpServlet {
 
     private final HttpServlet host;
     private final RecordStore store;
+    private final PluginModels models;
     private final MissQueue misses;
     private final BridgeConfig config;
     private final LongSupplier clock;
 
-    RerankServlet(HttpServlet host, RecordStore store, MissQueue misses, BridgeConfig config, LongSupplier clock) {
+    RerankServlet(HttpServlet host, RecordStore store, PluginModels models, MissQueue misses, BridgeConfig config,
+                  LongSupplier clock) {
         this.host = host;
         this.store = store;
+        this.models = models;
         this.misses = misses;
         this.config = config;
         this.clock = clock;
@@ -64,7 +68,8 @@ final class RerankServlet extends HttpServlet {
         try {
             answer = answer(request);
         } catch (Throwable t) {
-            Log.warn("rerank stage failed, the host answers instead: " + t);
+            Log.warn("rerank stage failed, the host answers instead: " + t.getClass().getName()
+                    + (t.getMessage() == null ? "" : ": " + t.getMessage()));
         }
         if (answer == null) {
             host.service((ServletRequest) request, (ServletResponse) response);
@@ -88,13 +93,23 @@ final class RerankServlet extends HttpServlet {
             return null;
         }
         StoredRecord record;
+        long now = clock.getAsLong();
         try {
             record = store.read(model, userId);
+            if (record != null) {
+                record.checkCreatedAt(now);
+            }
         } catch (StoreException e) {
-            Log.warn("cannot read the " + model + " record of user " + userId + ", serving the host ranking: " + e.getMessage());
+            Log.warn("cannot use the " + model + " record of user " + userId + " (" + e.publicMessage()
+                    + "), serving the host ranking: " + e.getMessage());
+            return hostRanking(model, userId, size);
+        } catch (RuntimeException | StackOverflowError e) {
+            // A bug of ours must not hand a plugin model to the host's ranker of that name.
+            Log.warn("cannot use the " + model + " record of user " + userId + ", serving the host ranking: "
+                    + e.getClass().getName() + (e.getMessage() == null ? "" : ": " + e.getMessage()));
             return hostRanking(model, userId, size);
         }
-        if (record == null || record.isStale(clock.getAsLong(), config.maxAgeS())) {
+        if (record == null || record.isStale(now, config.maxAgeS())) {
             if (config.nearlineModels().contains(model)) {
                 misses.offer(model, userId);
             }
@@ -104,10 +119,8 @@ final class RerankServlet extends HttpServlet {
     }
 
     /** The model this stage serves for the request, or null when the host's own ranker should. */
-    private String pluginModel(String requested, int userId) throws StoreException {
-        boolean owned = config.declaredModels().contains(requested) || (config.models().isEmpty()
-                && !requested.equals(config.fallbackModel()) && store.hasModel(requested));
-        if (owned) {
+    private String pluginModel(String requested, int userId) {
+        if (models.owns(requested)) {
             return requested;
         }
         boolean inAbShare = config.abPercent() > 0 && requested.equals(config.fallbackModel())

@@ -37,12 +37,20 @@ public class BridgeConfigTest {
         assertEquals(Paths.get(System.getProperty("user.home"), ".sparrow-llm", "gateway.json").toAbsolutePath(),
                 config.connectFile());
         assertEquals(BridgeConfig.StoreKind.FILE, config.storeKind());
-        assertEquals(WEB_ROOT.resolve("modeldata/sparrow-llm"), config.storeDir());
+        assertEquals(Paths.get(System.getProperty("user.home"), ".sparrow-llm").toAbsolutePath(), config.home());
+        assertEquals(config.home().resolve("store"), config.storeDir());
+        assertEquals(WEB_ROOT.resolve("modeldata/sparrow-llm"), config.legacyStoreDir());
         assertEquals("127.0.0.1", config.redisHost());
         assertEquals(6379, config.redisPort());
         assertNull(config.redisPassword());
         assertEquals(0, config.redisDb());
+        assertEquals(300, config.redisTimeoutMs());
+        assertEquals(1048576, config.maxRecordBytes());
+        assertEquals(new LinkedHashSet<>(Arrays.asList("recent", "llm", "clickprompt", "popularity", "ease", "sasrec")),
+                config.pluginModels());
         assertTrue(config.models().isEmpty());
+        assertEquals(config.pluginModels(), config.declaredModels());
+        assertFalse(config.exitOnStdinEof());
         assertEquals(604800, config.maxAgeS());
         assertEquals("emb", config.fallbackModel());
         assertNull(config.abModel());
@@ -60,7 +68,9 @@ public class BridgeConfigTest {
                 "SPARROW_LLM_REDIS_PASSWORD", "pw", "SPARROW_LLM_REDIS_DB", "3",
                 "SPARROW_LLM_MODELS", " llm, recent ,,", "SPARROW_LLM_MAX_AGE_S", "0",
                 "SPARROW_LLM_FALLBACK_MODEL", "nerualcf", "SPARROW_LLM_AB_MODEL", "llm", "SPARROW_LLM_AB_PERCENT", "25",
-                "SPARROW_LLM_NEARLINE_MODELS", "", "SPARROW_LLM_QUEUE_MAX", "5"), WEB_ROOT);
+                "SPARROW_LLM_NEARLINE_MODELS", "", "SPARROW_LLM_QUEUE_MAX", "5", "SPARROW_LLM_HOME", "/opt/sllm",
+                "SPARROW_LLM_REDIS_TIMEOUT_MS", "250", "SPARROW_LLM_MAX_RECORD_BYTES", "4096",
+                "SPARROW_LLM_PLUGIN_MODELS", "recent,mine", "SPARROW_LLM_EXIT_ON_STDIN_EOF", "1"), WEB_ROOT);
         assertEquals(7000, config.httpPort());
         assertEquals("t", config.token());
         assertEquals(25333, config.gatewayPort());
@@ -78,14 +88,46 @@ public class BridgeConfigTest {
         assertEquals(25, config.abPercent());
         assertTrue("an empty list means no nearline model", config.nearlineModels().isEmpty());
         assertEquals(5, config.queueMax());
-        assertEquals(new LinkedHashSet<>(Arrays.asList("llm", "recent")), config.declaredModels());
+        assertEquals(Paths.get("/opt/sllm"), config.home());
+        assertEquals(250, config.redisTimeoutMs());
+        assertEquals(4096, config.maxRecordBytes());
+        assertEquals(new LinkedHashSet<>(Arrays.asList("recent", "mine")), config.pluginModels());
+        assertTrue(config.exitOnStdinEof());
+        assertEquals(new LinkedHashSet<>(Arrays.asList("recent", "mine", "llm")), config.declaredModels());
     }
 
     @Test
     public void ownsTheListedNearlineAndAbModels() {
         BridgeConfig config = BridgeConfig.fromEnvironment(env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_MODELS", "recent",
                 "SPARROW_LLM_AB_MODEL", "ab", "SPARROW_LLM_AB_PERCENT", "5"), WEB_ROOT);
-        assertEquals(new LinkedHashSet<>(Arrays.asList("recent", "llm", "ab")), config.declaredModels());
+        assertEquals(new LinkedHashSet<>(Arrays.asList("recent", "llm", "clickprompt", "popularity", "ease", "sasrec", "ab")),
+                config.declaredModels());
+        BridgeConfig none = BridgeConfig.fromEnvironment(env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_PLUGIN_MODELS", "",
+                "SPARROW_LLM_NEARLINE_MODELS", ""), WEB_ROOT);
+        assertTrue("an empty SPARROW_LLM_PLUGIN_MODELS drops the built-in list", none.declaredModels().isEmpty());
+    }
+
+    @Test
+    public void keepsTheFallbackModelOutOfTheBuiltInList() {
+        BridgeConfig config = BridgeConfig.fromEnvironment(env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_FALLBACK_MODEL", "popularity"),
+                WEB_ROOT);
+        assertEquals(new LinkedHashSet<>(Arrays.asList("recent", "llm", "clickprompt", "ease", "sasrec")), config.pluginModels());
+    }
+
+    @Test
+    public void placesTheConnectFileAndTheStoreUnderSparrowLlmHome() {
+        BridgeConfig config = BridgeConfig.fromEnvironment(env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_HOME", "~/sllm"),
+                WEB_ROOT, "/home/u");
+        assertEquals(Paths.get("/home/u/sllm"), config.home());
+        assertEquals(Paths.get("/home/u/sllm/gateway.json"), config.connectFile());
+        assertEquals(Paths.get("/home/u/sllm/store"), config.storeDir());
+        BridgeConfig unset = BridgeConfig.fromEnvironment(env("SPARROW_LLM_TOKEN", "t"), WEB_ROOT, "/home/u");
+        assertEquals(Paths.get("/home/u/.sparrow-llm/store"), unset.storeDir());
+        assertEquals(Paths.get("/home/u/.sparrow-llm/gateway.json"), unset.connectFile());
+        BridgeConfig explicit = BridgeConfig.fromEnvironment(env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_HOME", "/h",
+                "SPARROW_LLM_STORE_DIR", "~/data/../store", "SPARROW_LLM_CONNECT_FILE", "/run/gw.json"), WEB_ROOT, "/home/u");
+        assertEquals(Paths.get("/home/u/store"), explicit.storeDir());
+        assertEquals(Paths.get("/run/gw.json"), explicit.connectFile());
     }
 
     @Test
@@ -113,6 +155,14 @@ public class BridgeConfigTest {
                 "SPARROW_LLM_MODELS", "emb");
         assertRefused("SPARROW_LLM_QUEUE_MAX must be an integer from 1 to 10000000, got '0'", "SPARROW_LLM_QUEUE_MAX", "0");
         assertRefused("SPARROW_LLM_MAX_AGE_S must be an integer from 0 to 2147483647, got '-1'", "SPARROW_LLM_MAX_AGE_S", "-1");
+        assertRefused("SPARROW_LLM_REDIS_TIMEOUT_MS must be an integer from 10 to 60000, got '0'", "SPARROW_LLM_REDIS_TIMEOUT_MS", "0");
+        assertRefused("SPARROW_LLM_MAX_RECORD_BYTES must be an integer from 1024 to 268435456, got '1mb'",
+                "SPARROW_LLM_MAX_RECORD_BYTES", "1mb");
+        assertRefused("SPARROW_LLM_EXIT_ON_STDIN_EOF must be an integer from 0 to 1, got 'yes'", "SPARROW_LLM_EXIT_ON_STDIN_EOF", "yes");
+        assertRefused("SPARROW_LLM_PLUGIN_MODELS: 'emb' is the fallback model (SPARROW_LLM_FALLBACK_MODEL) and cannot be a plugin model",
+                "SPARROW_LLM_PLUGIN_MODELS", "recent,emb");
+        assertRefused("SPARROW_LLM_STORE_DIR /srv/host holds the web root /srv/host/webroot: the store must not contain the host's web root",
+                "SPARROW_LLM_STORE_DIR", "/srv/host");
     }
 
     private static void assertRefused(String expected, String name, String value) {

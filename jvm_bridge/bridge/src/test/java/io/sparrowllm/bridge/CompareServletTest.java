@@ -5,6 +5,8 @@ import org.junit.AfterClass;
 import org.junit.BeforeClass;
 import org.junit.Test;
 
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 
 import static org.junit.Assert.assertEquals;
@@ -87,6 +89,66 @@ public class CompareServletTest {
         assertEquals(200, bridge.get("/sparrow-llm/compare.css").status);
         assertEquals(404, bridge.get("/sparrow-llm/nothing.html").status);
         assertEquals("the host's own files still come from its web root", 200, bridge.get("/index.html").status);
+    }
+
+    @Test
+    public void recordErrorsAreFixedTextsWithoutPathsOrContent() throws Exception {
+        Path dir = Fixture.tempDir("store");
+        long now = System.currentTimeMillis();
+        Fixture.writeRecord(dir, "recent", 7, now, 260);
+        Fixture.writeFile(dir.resolve("records/llm/7.json"), "SECRETWORD is not JSON");
+        Fixture.writeFile(dir.resolve("records/popularity/7.json"), Fixture.deepJson(200_000, false));
+        Fixture.mkfifo(dir.resolve("records/ease/7.json"));
+        Files.createDirectories(dir.resolve("records/sasrec"));
+        Files.createSymbolicLink(dir.resolve("records/sasrec/7.json"), dir.resolve("records/recent/7.json"));
+        Fixture.writeRecord(dir, "clickprompt", 7, now + 3600_000L, 260);
+        Fixture.writeFile(dir.resolve("records/custom/7.json"), Fixture.recordJson("custom", 7, now, 1)
+                .replace("\"movieId\":1", "\"movieId\":\"SECRETWORD\""));
+        Fixture.writeFile(dir.resolve("profiles/7.json"), Fixture.deepJson(200_000, true));
+        try (WebClient.Running page = WebClient.bridge(Fixture.config(dir)); LogCapture log = new LogCapture()) {
+            WebClient.Reply reply = page.get("/sparrow-llm/api/compare?id=7&size=3");
+            assertEquals(200, reply.status);
+            JsonNode answer = Json.MAPPER.readTree(reply.body);
+            String[][] expected = {
+                    {"clickprompt", "record createdAt is in the future"}, {"custom", "record invalid"},
+                    {"ease", "record is not a regular file"}, {"llm", "record invalid"},
+                    {"popularity", "record nested too deeply"}, {"recent", null}, {"sasrec", "record is not a regular file"},
+            };
+            assertEquals(reply.body, expected.length, answer.get("models").size());
+            for (int i = 0; i < expected.length; i++) {
+                JsonNode model = answer.get("models").get(i);
+                assertEquals(expected[i][0], model.get("model").asText());
+                if (expected[i][1] == null) {
+                    assertEquals(260, model.get("items").get(0).get("movieId").asInt());
+                } else {
+                    assertEquals(expected[i][0], expected[i][1], model.get("error").asText());
+                    assertEquals("model and error only", 2, model.size());
+                }
+            }
+            assertTrue("a hostile profile is left out", answer.get("profile").isNull());
+            assertFalse(reply.body, reply.body.contains("SECRETWORD") || reply.body.contains(dir.toString())
+                    || reply.body.contains("/records/") || reply.body.contains(".json"));
+            log.assertNoStackTrace();
+        }
+    }
+
+    @Test
+    public void aStoreFolderReplacedByAFileGivesFixedTextsWithoutPaths() throws Exception {
+        Path dir = Fixture.tempDir("store");
+        Fixture.writeRecord(dir, "recent", 1, System.currentTimeMillis(), 260);
+        try (WebClient.Running page = WebClient.bridge(Fixture.config(dir)); LogCapture log = new LogCapture()) {
+            Files.move(dir.resolve("records"), dir.resolve("gone"));
+            Files.write(dir.resolve("records"), "a file".getBytes(StandardCharsets.UTF_8));
+            WebClient.Reply reply = page.get("/sparrow-llm/api/compare?id=1&size=3");
+            assertEquals(200, reply.status);
+            JsonNode answer = Json.MAPPER.readTree(reply.body);
+            assertEquals(3, answer.get("host").get("movies").size());
+            for (JsonNode model : answer.get("models")) {
+                assertEquals(model.toString(), "record unreadable", model.get("error").asText());
+            }
+            assertFalse(reply.body, reply.body.contains(dir.toString()) || reply.body.contains("records"));
+            log.assertNoStackTrace();
+        }
     }
 
     private static void assertError(String path, int status, String message) throws Exception {

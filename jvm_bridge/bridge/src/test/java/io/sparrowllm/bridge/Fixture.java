@@ -108,6 +108,33 @@ final class Fixture {
         }
     }
 
+    /** A named pipe at {@code file} (nobody ever writes to it: opening it for reading would block). */
+    static void mkfifo(Path file) {
+        try {
+            Files.createDirectories(file.getParent());
+            Process mkfifo = new ProcessBuilder("mkfifo", file.toString()).inheritIO().start();
+            assertTrue("mkfifo " + file, mkfifo.waitFor() == 0);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** {@code depth} nested arrays (or objects), valid JSON: what a recursive parser cannot survive. */
+    static String deepJson(int depth, boolean objects) {
+        StringBuilder json = new StringBuilder(depth * (objects ? 5 : 2));
+        for (int i = 0; i < depth; i++) {
+            json.append(objects ? "{\"\":" : "[");
+        }
+        json.append(objects ? "1" : "");
+        for (int i = 0; i < depth; i++) {
+            json.append(objects ? '}' : ']');
+        }
+        return json.toString();
+    }
+
     private static Path buildWebRoot() {
         String location = System.getProperty("sparrow.fixture", "");
         Path fixture = Paths.get(location).toAbsolutePath().normalize();

@@ -40,6 +40,7 @@ public class LauncherIT {
     private static final String TOKEN = "it-" + Long.toHexString(System.nanoTime());
     private static Path work;
     private static Path connectFile;
+    private static Path home;
     private static Process launcher;
     private static JsonNode connect;
 
@@ -47,9 +48,15 @@ public class LauncherIT {
     public static void startLauncher() throws Exception {
         work = Fixture.tempDir("launcher");
         connectFile = work.resolve("connect/gw.json");
+        home = work.resolve("home");
+        // The store at its default, <SPARROW_LLM_HOME>/store; a leftover at the old default in the web root.
+        Fixture.writeRecord(home.resolve("store"), "recent", 1, System.currentTimeMillis(), 260, 296);
         Fixture.writeRecord(Fixture.webRoot().resolve("modeldata/sparrow-llm"), "recent", 1,
-                System.currentTimeMillis(), 260, 296);
-        launcher = launch("launcher", "SPARROW_LLM_TOKEN", TOKEN, "SPARROW_LLM_CONNECT_FILE", connectFile.toString());
+                System.currentTimeMillis(), 1, 2);
+        launcher = launch("launcher", "SPARROW_LLM_TOKEN", TOKEN, "SPARROW_LLM_CONNECT_FILE", connectFile.toString(),
+                "SPARROW_LLM_HOME", home.toString());
+        // Not opted in: the end of its input means nothing to this launcher.
+        launcher.getOutputStream().close();
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
         while (!Files.exists(connectFile) || !read("stdout").contains("sparrow-llm bridge ready")) {
             assertTrue("the launcher exited early:\n" + read("stderr"), launcher.isAlive());
@@ -97,6 +104,53 @@ public class LauncherIT {
         assertEquals(200, WebClient.get(base + "/sparrow-llm/compare.html").status);
         JsonNode compare = Json.MAPPER.readTree(WebClient.get(base + "/sparrow-llm/api/compare?id=1").body);
         assertEquals("recent", compare.get("models").get(0).get("model").asText());
+    }
+
+    @Test
+    public void warnsOnceAboutTheOldDefaultStoreAndNeverServesIt() throws Exception {
+        String stderr = read("stderr");
+        int warnings = 0;
+        for (String line : stderr.split("\n")) {
+            if (line.contains("old default folder")) {
+                warnings++;
+                assertTrue(line, line.startsWith("sparrow-llm: found store records at the old default folder "
+                        + Fixture.webRoot().resolve("modeldata/sparrow-llm")) && line.endsWith("any sparrow-llm command moves them"));
+            }
+        }
+        assertEquals(stderr, 1, warnings);
+        String base = "http://127.0.0.1:" + connect.get("httpPort").asInt();
+        assertEquals(404, WebClient.get(base + "/modeldata/sparrow-llm/records/recent/1.json").status);
+        assertEquals(404, WebClient.get(base + "/modeldata/sparrow-llm/").status);
+        assertEquals("served from the new default, not the old folder", Arrays.asList(260, 296),
+                RerankServletTest.ids(WebClient.get(base + "/getrecforyou?id=1&size=2&model=recent").body));
+        assertTrue("a closed stdin does not stop a launcher that did not opt in", launcher.isAlive());
+    }
+
+    @Test
+    public void exitsWhenItsParentClosesStdinIfAskedTo() throws Exception {
+        Path watchedConnect = work.resolve("watched/gw.json");
+        Process watched = launch("watched", "SPARROW_LLM_TOKEN", TOKEN, "SPARROW_LLM_CONNECT_FILE", watchedConnect.toString(),
+                "SPARROW_LLM_HOME", home.toString(), "SPARROW_LLM_EXIT_ON_STDIN_EOF", "1");
+        try {
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            while (!Files.exists(watchedConnect)) {
+                assertTrue("the watched launcher exited early", watched.isAlive());
+                assertTrue("no connect file after 60 s", System.nanoTime() < deadline);
+                Thread.sleep(100);
+            }
+            watched.getOutputStream().write("ignored\n".getBytes(StandardCharsets.UTF_8));
+            watched.getOutputStream().flush();
+            Thread.sleep(200);
+            assertTrue("input that is not the end changes nothing", watched.isAlive());
+            watched.getOutputStream().close();
+            assertTrue("the launcher did not exit after its stdin closed", watched.waitFor(30, TimeUnit.SECONDS));
+            assertEquals(0, watched.exitValue());
+            assertFalse("the shutdown hook deleted the connect file", Files.exists(watchedConnect));
+            String stderr = new String(Files.readAllBytes(work.resolve("watched.stderr")), StandardCharsets.UTF_8);
+            assertTrue(stderr, stderr.contains("sparrow-llm: standard input closed (SPARROW_LLM_EXIT_ON_STDIN_EOF=1)"));
+        } finally {
+            watched.destroyForcibly();
+        }
     }
 
     @Test

@@ -1,66 +1,44 @@
 package io.sparrowllm.bridge;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import org.junit.AfterClass;
-import org.junit.Assume;
 import org.junit.BeforeClass;
 import org.junit.Test;
 import redis.clients.jedis.Jedis;
 import redis.clients.jedis.Transaction;
-import redis.clients.jedis.exceptions.JedisConnectionException;
 
-import java.io.File;
-import java.net.ServerSocket;
-import java.nio.file.Path;
 import java.util.Collections;
 import java.util.concurrent.TimeUnit;
 
 import static org.junit.Assert.assertEquals;
-import static org.junit.Assert.assertFalse;
 import static org.junit.Assert.assertNull;
 import static org.junit.Assert.assertTrue;
 import static org.junit.Assert.fail;
 
 /** The Redis store against a real redis-server started here (password and db set, nothing saved). */
 public class RedisRecordStoreTest {
-    private static final String PASSWORD = "redis-test-pw";
     private static final int DB = 2;
-    private static Process redis;
-    private static int port;
+    private static RedisServer redis;
 
     @BeforeClass
     public static void startRedis() throws Exception {
-        File binary = new File("/usr/bin/redis-server");
-        Assume.assumeTrue("redis-server is not installed at " + binary + ": skipping the Redis store test", binary.canExecute());
-        port = freePort();
-        Path dir = Fixture.tempDir("redis");
-        redis = new ProcessBuilder(binary.getPath(), "--port", String.valueOf(port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--requirepass", PASSWORD, "--dir", dir.toString())
-                .redirectErrorStream(true).redirectOutput(dir.resolve("redis.log").toFile()).start();
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-        while (true) {
-            try (Jedis jedis = client()) {
-                jedis.ping();
-                return;
-            } catch (JedisConnectionException e) {
-                if (System.nanoTime() > deadline || !redis.isAlive()) {
-                    throw new IllegalStateException("redis-server did not come up on port " + port, e);
-                }
-                Thread.sleep(50);
-            }
-        }
+        redis = RedisServer.start();
     }
 
     @AfterClass
     public static void stopRedis() throws Exception {
         if (redis != null) {
-            redis.destroy();
-            redis.waitFor(10, TimeUnit.SECONDS);
+            redis.close();
         }
+    }
+
+    static RedisRecordStore store(int port, String password, int db) {
+        return new RedisRecordStore("127.0.0.1", port, password, db, 300, BridgeConfig.DEFAULT_MAX_RECORD_BYTES);
     }
 
     @Test
     public void readsWhatThePythonSideWrites() throws Exception {
-        try (Jedis jedis = client(); RedisRecordStore store = new RedisRecordStore("127.0.0.1", port, PASSWORD, DB)) {
+        try (Jedis jedis = redis.client(DB); RedisRecordStore store = store(redis.port(), RedisServer.PASSWORD, DB)) {
             Transaction write = jedis.multi();
             write.set("sllm:rec:recent:1", Fixture.recordJson("recent", 1, 5L, 858, 1));
             write.sadd("sllm:models", "recent");
@@ -72,11 +50,10 @@ public class RedisRecordStoreTest {
             assertEquals(858, record.items.get(0).movieId);
             assertNull(store.read("recent", 2));
             assertNull(store.read("Bad Name", 1));
-            assertTrue(store.hasModel("recent"));
-            assertFalse(store.hasModel("other"));
             assertEquals(Collections.singletonList("recent"), store.models());
-            assertEquals("{\"text\": \"space operas\"}", store.readProfileJson(1));
-            assertNull(store.readProfileJson(2));
+            JsonNode profile = store.readProfile(1);
+            assertEquals("space operas", profile.get("text").asText());
+            assertNull(store.readProfile(2));
 
             jedis.set("sllm:rec:recent:3", "{\"model\": \"rec");
             try {
@@ -84,19 +61,21 @@ public class RedisRecordStoreTest {
                 fail("read a truncated record");
             } catch (StoreException e) {
                 assertTrue(e.getMessage(), e.getMessage().startsWith("redis sllm:rec:recent:3: not valid JSON"));
+                assertEquals("record invalid", e.publicMessage());
             }
         }
     }
 
     @Test
     public void failsFastWithAClearMessageWhenRedisIsDown() throws Exception {
-        try (RedisRecordStore store = new RedisRecordStore("127.0.0.1", freePort(), null, 0)) {
+        try (RedisRecordStore store = store(RedisServer.freePort(), null, 0)) {
             long start = System.nanoTime();
             try {
                 store.read("recent", 1);
                 fail("read from a closed port");
             } catch (StoreException e) {
                 assertTrue(e.getMessage(), e.getMessage().startsWith("redis GET sllm:rec:recent:1 failed"));
+                assertEquals("store unreachable", e.publicMessage());
             }
             assertTrue("no long wait", System.nanoTime() - start < TimeUnit.SECONDS.toNanos(3));
         }
@@ -104,24 +83,11 @@ public class RedisRecordStoreTest {
 
     @Test
     public void refusesAWrongPassword() {
-        try (RedisRecordStore store = new RedisRecordStore("127.0.0.1", port, "wrong", DB)) {
-            store.hasModel("recent");
+        try (RedisRecordStore store = store(redis.port(), "wrong", DB)) {
+            store.models();
             fail("authenticated with a wrong password");
         } catch (StoreException e) {
-            assertTrue(e.getMessage(), e.getMessage().startsWith("redis SISMEMBER sllm:models failed"));
-        }
-    }
-
-    private static Jedis client() {
-        Jedis jedis = new Jedis("127.0.0.1", port, 1000);
-        jedis.auth(PASSWORD);
-        jedis.select(DB);
-        return jedis;
-    }
-
-    static int freePort() throws Exception {
-        try (ServerSocket socket = new ServerSocket(0)) {
-            return socket.getLocalPort();
+            assertTrue(e.getMessage(), e.getMessage().startsWith("redis SMEMBERS sllm:models failed"));
         }
     }
 }

@@ -14,6 +14,9 @@ import java.net.InetSocketAddress;
 import java.net.URL;
 import java.nio.charset.StandardCharsets;
 
+import static org.junit.Assert.assertEquals;
+import static org.junit.Assert.assertFalse;
+
 /** Real HTTP for the tests: the bridge's Jetty wiring, a bare host for reference, and a GET client. */
 final class WebClient {
     private WebClient() {
@@ -39,10 +42,12 @@ final class WebClient {
         final Server server;
         final String base;
         final MissQueue misses;
+        private final RecordStore store;
 
-        Running(Server server, MissQueue misses) throws Exception {
+        Running(Server server, MissQueue misses, RecordStore store) throws Exception {
             this.server = server;
             this.misses = misses;
+            this.store = store;
             server.start();
             this.base = "http://127.0.0.1:" + BridgeLauncher.httpPort(server);
         }
@@ -51,17 +56,24 @@ final class WebClient {
             return WebClient.get(base + pathAndQuery);
         }
 
+        Reply request(String method, String pathAndQuery) throws IOException {
+            return WebClient.request(method, base + pathAndQuery);
+        }
+
         @Override
         public void close() throws Exception {
             server.stop();
+            if (store != null) {
+                store.close();
+            }
         }
     }
 
     /** The launcher's server wiring on a free port, without the gateway. */
     static Running bridge(BridgeConfig config) throws Exception {
         MissQueue misses = new MissQueue(config.queueMax());
-        return new Running(BridgeLauncher.buildServer(config, Fixture.loadedWebRoot(), RecordStore.open(config), misses),
-                misses);
+        RecordStore store = RecordStore.open(config);
+        return new Running(BridgeLauncher.buildServer(config, Fixture.loadedWebRoot(), store, misses), misses, store);
     }
 
     /** The host's own services, unwrapped: what the bridge must reproduce. */
@@ -73,11 +85,34 @@ final class WebClient {
         context.addServlet(new ServletHolder(new MovieService()), "/getmovie");
         Server server = new Server(new InetSocketAddress("127.0.0.1", 0));
         server.setHandler(context);
-        return new Running(server, null);
+        return new Running(server, null, null);
+    }
+
+    /**
+     * The stage's answer for a plugin model without a usable record: the host's fallback ("emb")
+     * order for the user, byte for byte, 200, the host's headers, plus ours.
+     *
+     * @return the reply
+     */
+    static Reply assertHostFallback(Running bridge, Running host, String model, int userId, int size) throws Exception {
+        Reply reply = bridge.get("/getrecforyou?id=" + userId + "&size=" + size + "&model=" + model);
+        Reply expected = host.get("/getrecforyou?id=" + userId + "&size=" + size + "&model=emb");
+        assertEquals(model, 200, reply.status);
+        assertEquals(model, model + "; source=host-fallback", reply.pluginHeader);
+        assertEquals(model + ": the host's emb order", expected.body, reply.body);
+        assertEquals(model, expected.contentType, reply.contentType);
+        assertFalse("a known user's list is not empty", RerankServletTest.ids(reply.body).isEmpty());
+        return reply;
     }
 
     static Reply get(String url) throws IOException {
+        return request("GET", url);
+    }
+
+    static Reply request(String method, String url) throws IOException {
         HttpURLConnection connection = (HttpURLConnection) new URL(url).openConnection();
+        connection.setRequestMethod(method);
+        connection.setInstanceFollowRedirects(false);
         connection.setConnectTimeout(5000);
         connection.setReadTimeout(10000);
         int status = connection.getResponseCode();
