@@ -14,11 +14,22 @@ from .config import ConfigError, Settings
 __all__ = ["main", "build_parser"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one `sparrow-llm: error: ...` line and exit 2, like every other error."""
+
+    def error(self, message: str):
+        print(f"sparrow-llm: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _int_list(text: str) -> list[int]:
     try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
+        ids = [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated user ids, got {text!r}") from None
+    if not ids:  # `--users ''` must not quietly mean every user
+        raise argparse.ArgumentTypeError("expected at least one user id, got an empty list")
+    return ids
 
 
 def _name_list(text: str) -> list[str]:
@@ -48,7 +59,7 @@ def _spark(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparrow-llm", description=__doc__)
+    parser = _Parser(prog="sparrow-llm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="start the host with the bridge, rank every user, serve the lists")
@@ -203,7 +214,16 @@ def _rerank(args, settings: Settings) -> int:
 
         summary = run_rerank(settings, args.model, users=args.users, sample=args.sample,
                              progress=not args.no_progress)
+    return _finish(summary)
+
+
+def _finish(summary) -> int:
+    """The summary line; a run whose every LLM call failed ends with one error line and exit 2."""
     print(summary.line())
+    if summary.all_llm_failed:
+        print(f"sparrow-llm: error: every LLM call failed ({summary.llm_failed} users; last: {summary.last_error}); "
+              f"{summary.kept} good records kept, the rest serve the host's order", file=sys.stderr)
+        return 2
     return 0 if summary.failed == 0 else 1
 
 
@@ -214,6 +234,10 @@ def _profiles(args, settings: Settings) -> int:
                            partitions=args.partitions, users=args.users, parquet_out=args.parquet,
                            progress=not args.no_progress)
     print(summary.line())
+    if summary.failed and summary.failed == summary.users - summary.skipped:
+        print(f"sparrow-llm: error: every profile call failed ({summary.failed} users); stored profiles are kept",
+              file=sys.stderr)
+        return 2
     return 0 if summary.failed == 0 else 1
 
 
@@ -277,8 +301,7 @@ def _cp_score(args, settings: Settings) -> int:
                                max_candidates=args.max_candidates)
     summary = run_rerank(settings, ranker.name, users=args.users, sample=args.sample, ranker=ranker,
                          progress=not args.no_progress)
-    print(summary.line())
-    return 0 if summary.failed == 0 else 1
+    return _finish(summary)
 
 
 def _serve(args, settings: Settings) -> int:
@@ -346,16 +369,20 @@ def _bridge_info(args, settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a usage error already printed as one line (2)
+        return int(exc.code or 0)
     args.command_line = shlex.join(["sparrow-llm", *argv])  # results.md prints it, for reruns
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .bridge.client import BridgeError
     from .bridge.host import HostError
-    from .rankers.llm.base import LLMAuthError
+    from .rankers.llm.base import LLMError
     from .store import StoreError
 
     run: Callable = args.run
+    log = logging.getLogger("sparrow_llm")
     try:
         settings = _settings(args)
         if settings.store.kind == "file":
@@ -365,9 +392,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             adopt_legacy_store(resolve_host(settings).webroot / schema.LEGACY_STORE_SUBDIR, settings.store_dir)
         return run(args, settings)
     # LLMAuthError: a missing key, found before any work (its message never holds the key).
-    except (ConfigError, BridgeError, HostError, StoreError, LLMAuthError, ValueError) as exc:
-        print(f"sparrow-llm: error: {exc}", file=sys.stderr)
+    except (ConfigError, BridgeError, HostError, StoreError, LLMError, ValueError, OSError) as exc:
+        print(f"sparrow-llm: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("sparrow-llm: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a library's own error (Spark's, say): one line here, the trace with -v
+        log.debug("unexpected error", exc_info=True)
+        print(f"sparrow-llm: error: {type(exc).__name__}: {_one_line(exc)} (-v logs the details)", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ Nothing below this module reads the environment: every stage receives a `Setting
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -20,18 +20,19 @@ __all__ = [
     "NearlineSettings",
     "Settings",
     "REPO_ROOT",
-    "MODEL_NAME_RE",
+    "MAX_PORT",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODEL_NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
+MAX_PORT = 65535
 
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the variable or flag."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None,
+         maximum: int | None = None) -> int:
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -41,6 +42,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = 
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -52,8 +55,8 @@ def _float(env: Mapping[str, str], name: str, default: float | None) -> float | 
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {value}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a finite number > 0, got {raw!r}")
     return value
 
 
@@ -138,6 +141,8 @@ class LLMSettings:
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = 30.0
     max_retries: int = 4
+    # Seconds one call may spend waiting to retry (Retry-After included); a longer wait fails it at once.
+    retry_budget_s: float = 20.0
     concurrency: int = 4
     requests_per_s: float | None = None
     tokens_per_min: float | None = None
@@ -178,21 +183,21 @@ class Settings:
             shared_dir=_path(env, "SPARROW_LLM_SHARED", HostSettings.shared_dir),
             data_dir=_path(env, "SPARROW_LLM_DATA_DIR", None),
             sparrow_home=_path(env, "SPARROW_HOME", None),
-            http_port=_int(env, "PORT", HostSettings.http_port, minimum=0),
+            http_port=_int(env, "PORT", HostSettings.http_port, minimum=0, maximum=MAX_PORT),
             work_dir=work_dir,
             jvm_dir=_path(env, "SPARROW_LLM_JVM_DIR", HostSettings.jvm_dir),
             java=env.get("SPARROW_LLM_JAVA") or HostSettings.java,
         )
         bridge = BridgeSettings(
             connect_file=_path(env, "SPARROW_LLM_CONNECT_FILE", work_dir / "gateway.json"),
-            gateway_port=_int(env, "SPARROW_LLM_GATEWAY_PORT", 0, minimum=0),
+            gateway_port=_int(env, "SPARROW_LLM_GATEWAY_PORT", 0, minimum=0, maximum=MAX_PORT),
             token=_token(env),
         )
         store = StoreSettings(
             kind=env.get("SPARROW_LLM_STORE") or "file",
             dir=_path(env, "SPARROW_LLM_STORE_DIR", None),
             redis_host=env.get("SPARROW_LLM_REDIS_HOST") or StoreSettings.redis_host,
-            redis_port=_int(env, "SPARROW_LLM_REDIS_PORT", StoreSettings.redis_port, minimum=1),
+            redis_port=_int(env, "SPARROW_LLM_REDIS_PORT", StoreSettings.redis_port, minimum=1, maximum=MAX_PORT),
             redis_password=env.get("SPARROW_LLM_REDIS_PASSWORD") or None,
             redis_db=_int(env, "SPARROW_LLM_REDIS_DB", 0, minimum=0),
             ttl_s=_int(env, "SPARROW_LLM_TTL_S", 0, minimum=0) or None,
@@ -205,6 +210,7 @@ class Settings:
             api_key=env.get("ZHIPUAI_API_KEY") or None,
             timeout_s=_float(env, "SPARROW_LLM_TIMEOUT_S", LLMSettings.timeout_s),
             max_retries=_int(env, "SPARROW_LLM_MAX_RETRIES", LLMSettings.max_retries, minimum=0),
+            retry_budget_s=_float(env, "SPARROW_LLM_RETRY_BUDGET_S", LLMSettings.retry_budget_s),
             concurrency=_int(env, "SPARROW_LLM_CONCURRENCY", LLMSettings.concurrency, minimum=1),
             requests_per_s=_float(env, "SPARROW_LLM_RPS", None),
             tokens_per_min=_float(env, "SPARROW_LLM_TPM", None),

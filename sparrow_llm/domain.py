@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from .schema import LIKED_RATING, MODEL_NAME_RE
+from .schema import LIKED_RATING, MODEL_NAME_RE, PARSE_FALLBACK
 
 __all__ = [
     "MovieMeta", "UserRating", "UserHistory", "CandidateList", "UserBundle",
@@ -34,13 +34,6 @@ class MovieMeta:
     average_rating: float
     rating_number: int
     emb: tuple[float, ...] | None = None
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "MovieMeta":
-        emb = d.get("emb")
-        return cls(int(d["movieId"]), d.get("title") or "", int(d.get("releaseYear") or 0),
-                   tuple(d.get("genres") or ()), float(d.get("averageRating") or 0.0),
-                   int(d.get("ratingNumber") or 0), tuple(emb) if emb else None)
 
 
 @dataclass(frozen=True)
@@ -180,6 +173,11 @@ class UserContext:
 class Ranking:
     items: tuple[RankedItem, ...]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_fallback(self) -> bool:
+        """The ranker could not rank this user (its LLM failed or answered nothing usable): the host's order."""
+        return self.meta.get("parse") == PARSE_FALLBACK
 
 
 def served_order(first: Iterable[int], rest: Sequence[int]) -> list[int]:

@@ -10,7 +10,7 @@ import re
 __all__ = [
     "RATINGS_CSV", "MOVIES_CSV", "LINKS_CSV", "ITEM_EMB_CSV", "USER_EMB_CSV",
     "COL_USER", "COL_MOVIE", "COL_RATING", "COL_TIMESTAMP", "COL_TITLE", "COL_GENRES", "COL_RELEASE_YEAR", "NO_GENRES",
-    "LIKED_RATING", "LEGACY_STORE_SUBDIR", "FILE_RECORDS", "FILE_PROFILES", "FILE_CACHE",
+    "LIKED_RATING", "PARSE_OK", "PARSE_REPAIRED", "PARSE_FALLBACK", "LEGACY_STORE_SUBDIR", "FILE_RECORDS", "FILE_PROFILES", "FILE_CACHE",
     "REDIS_RECORD", "REDIS_MODELS", "REDIS_PROFILE", "REDIS_CACHE", "MODEL_NAME_RE", "HOST_CANDIDATES",
 ]
 
@@ -30,6 +30,9 @@ COL_GENRES = "genres"
 COL_RELEASE_YEAR = "releaseYear"
 # movies.csv's word for a movie without genres.
 NO_GENRES = "(no genres listed)"
+
+# How a ranker's answer was read (a record's meta "parse"): "fallback" keeps the host's order.
+PARSE_OK, PARSE_REPAIRED, PARSE_FALLBACK = "ok", "repaired", "fallback"
 
 # The host's label threshold (trainingSamples.csv: label = rating >= 3.5).
 LIKED_RATING = 3.5

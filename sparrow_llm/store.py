@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import errno
 import os
 import shutil
+import stat
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -28,6 +30,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# The largest stored value read back (the stage's reader has the same limit, SPARROW_LLM_MAX_RECORD_BYTES).
+MAX_VALUE_BYTES = 1 << 20
+
 
 class StoreError(RuntimeError):
     """The store refused a read or a write."""
@@ -41,9 +46,12 @@ def _parse_or_none(raw, parse, where: str):
     """A stored value parsed, or None when absent or unreadable (logged: the reader falls back)."""
     if raw is None:
         return None
+    if len(raw) > MAX_VALUE_BYTES:
+        log.warning("ignoring %s: larger than %d bytes", where, MAX_VALUE_BYTES)
+        return None
     try:
         return parse(raw)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: hostile nesting
         log.warning("ignoring unreadable %s: %s", where, exc)
         return None
 
@@ -83,6 +91,8 @@ class FileStore(Store):
     def __init__(self, root: Path, *, fsync: bool = True):
         self.root = Path(root)
         self.fsync = fsync
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreUnavailable(f"the store folder {self.root} is a file, not a folder (SPARROW_LLM_STORE_DIR)")
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
@@ -117,12 +127,24 @@ class FileStore(Store):
             raise
 
     def _read(self, path: Path) -> str | None:
+        """A stored file's text: only a regular file (never a link, FIFO or device: a FIFO would block),
+        at most `MAX_VALUE_BYTES` (a larger one is logged and treated as unreadable)."""
         try:
-            return path.read_text(encoding="utf-8")
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a symlink where a record belongs
+                log.warning("ignoring store file %s: a link, not a file", path.name)
+                return None
             raise StoreUnavailable(f"cannot read {path}: {exc.strerror}") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_VALUE_BYTES:
+            os.close(fd)
+            log.warning("ignoring store file %s: not a regular file of at most %d bytes", path.name, MAX_VALUE_BYTES)
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read(MAX_VALUE_BYTES + 1).decode("utf-8", errors="replace")
 
     def put_records(self, records: Iterable[Record]) -> int:
         count = 0
@@ -169,9 +191,16 @@ class RedisStore(Store):
         self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
         self.address = f"{settings.redis_host}:{settings.redis_port}/{settings.redis_db}"
         self.ttl_s = settings.ttl_s
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        # After a Redis restart pooled connections are dead: each command retries twice on a fresh connection,
+        # and idle connections are checked before use.
         self._client = client or redis.Redis(
             host=settings.redis_host, port=settings.redis_port, db=settings.redis_db,
             password=settings.redis_password, socket_timeout=5, socket_connect_timeout=2,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2), retry_on_error=list(self._redis_errors),
+            health_check_interval=10,
         )
 
     def __repr__(self) -> str:

@@ -98,6 +98,20 @@ def redis_db(redis_server):
 
 
 @pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for every test that needs one (a JVM start costs seconds)."""
+    import os
+    import sys
+
+    from sparrow_llm.spark import spark_session
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors run this interpreter (sparrow_llm inside)
+    session = spark_session("local[2]", app="sparrow-llm-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
 def built_bridge() -> Settings:
     settings = Settings()
     if not settings.host.bridge_jar.is_file() or not settings.host.standin_jar.is_file():

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sparrow_llm.config import REPO_ROOT
 from sparrow_llm.pipeline.rerank import run_rerank
 
-ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 
 
 def chromium(*args, tmp: Path) -> subprocess.CompletedProcess:
@@ -32,8 +30,6 @@ def test_compare_page_renders_host_and_plugin_columns(host, tmp_path):
     assert len(cards) >= 10
     assert "close to" in dom  # the plugin's reasons are shown
     assert "/posters/" in dom
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "compare-page.png"
-    shot.unlink(missing_ok=True)
+    shot = tmp_path / "compare-page.png"  # pytest keeps the last runs' tmp folders: look at it there
     chromium(f"--screenshot={shot}", "--window-size=1400,1000", url, tmp=tmp_path)
     assert shot.is_file() and shot.stat().st_size > 10_000

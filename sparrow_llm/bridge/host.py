@@ -27,6 +27,10 @@ LAUNCHER_CLASS = "io.sparrowllm.bridge.BridgeLauncher"
 _REAL_HOST_JAR = "SparrowRecSys-1.0-SNAPSHOT-jar-with-dependencies.jar"
 
 
+# Variables of ours the host JVM must not inherit: an LLM key has no business in the host's process.
+_NOT_FOR_THE_JVM = frozenset({"ZHIPUAI_API_KEY"})
+
+
 class HostError(RuntimeError):
     """The host JVM could not be built, started or reached."""
 
@@ -102,6 +106,7 @@ def launcher_env(settings: Settings, runtime: HostRuntime, token: str, extra: di
         "SPARROW_LLM_REDIS_DB": str(st.redis_db),
         "SPARROW_LLM_MAX_AGE_S": str(st.max_age_s),
     }
+    env["SPARROW_LLM_EXIT_ON_STDIN_EOF"] = "1"  # HostProcess keeps the JVM's stdin open while it lives
     if st.redis_password:
         env["SPARROW_LLM_REDIS_PASSWORD"] = st.redis_password
     env.update(extra or {})
@@ -141,11 +146,15 @@ class HostProcess:
         connect_file.parent.mkdir(parents=True, exist_ok=True)
         connect_file.unlink(missing_ok=True)  # a stale file must not be mistaken for this start
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **launcher_env(self.settings, self.runtime, self.token, self.extra_env)}
+        # The JVM never needs an LLM key: it is left out of its environment.
+        inherited = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_THE_JVM}
+        env = {**inherited, **launcher_env(self.settings, self.runtime, self.token, self.extra_env)}
         cmd = [self.settings.host.java, "-cp", self.runtime.classpath, LAUNCHER_CLASS]
         with open(self.log_path, "ab") as out:
+            # stdin is a pipe this process holds open (as PySpark holds its gateway's): when this process dies,
+            # even by SIGKILL, the pipe closes and the launcher's watchdog ends the JVM.
             self._proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+                                          stdin=subprocess.PIPE, start_new_session=True)
         self._wait_ready(connect_file)
         return self
 
@@ -181,6 +190,7 @@ class HostProcess:
     def stop(self, timeout_s: float = 15.0) -> None:
         if self._proc is None or self._proc.poll() is not None:
             return
+        self._proc.stdin.close()  # the watchdog's signal; terminate() follows in case it is off
         self._proc.terminate()
         try:
             self._proc.wait(timeout_s)

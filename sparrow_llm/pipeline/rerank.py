@@ -13,7 +13,8 @@ from ..domain import Record, UserContext
 from ..progress import progress_bar
 from ..rankers.base import Ranker
 from ..registry import make_ranker
-from ..store import Store, open_default_store
+from ..schema import PARSE_FALLBACK
+from ..store import Store, StoreError, open_default_store
 
 __all__ = ["RerankSummary", "run_rerank", "rank_contexts"]
 
@@ -31,11 +32,25 @@ class RerankSummary:
     written: int = 0
     skipped: int = 0  # nothing to rank on (unknown user, no liked history): the host's order stays
     failed: int = 0
+    kept: int = 0  # a fallback ranking not written over a good record younger than the max age
+    llm_failed: int = 0  # users whose LLM call failed (their ranking is the host's order)
+    llm_answered: int = 0  # users whose LLM calls all answered
+    last_error: str = ""  # the last such failure, for the line a failed run ends with
     wall_s: float = 0.0
     counters: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def all_llm_failed(self) -> bool:
+        """Every LLM call this run asked for failed (a wrong key, a dead server): nothing it wrote is the LLM's."""
+        return self.llm_failed > 0 and self.llm_answered == 0
+
     def count(self, meta: dict) -> None:
         """Totals of what rankers report per user: outcomes (`parse ok`, `cache hit`) and usage."""
+        if "error" in meta:
+            self.llm_failed += 1
+            self.last_error = str(meta.get("error_message") or meta["error"])
+        elif meta.get("llm_calls"):
+            self.llm_answered += 1
         for key in _COUNTED_OUTCOMES:
             if key in meta:
                 name = f"{key} {meta[key]}"
@@ -50,6 +65,10 @@ class RerankSummary:
         self.written += other.written
         self.skipped += other.skipped
         self.failed += other.failed
+        self.kept += other.kept
+        self.llm_failed += other.llm_failed
+        self.llm_answered += other.llm_answered
+        self.last_error = other.last_error or self.last_error
         for name, value in other.counters.items():
             self.counters[name] = self.counters.get(name, 0) + value
         return self
@@ -57,8 +76,9 @@ class RerankSummary:
     def line(self) -> str:
         rate = self.users / self.wall_s if self.wall_s else 0.0
         extra = "".join(f", {k} {v}" for k, v in sorted(self.counters.items()))
+        kept = f", {self.kept} good records kept" if self.kept else ""
         return (f"{self.model}: {self.users} users, {self.written} written, {self.skipped} skipped, "
-                f"{self.failed} failed{extra} in {self.wall_s:.1f} s ({rate:.0f} users/s)")
+                f"{self.failed} failed{kept}{extra} in {self.wall_s:.1f} s ({rate:.0f} users/s)")
 
 
 def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = None,
@@ -79,7 +99,7 @@ def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = 
                     contexts, unknown = fetch_contexts(client, store, user_batch, source=ranker.candidate_source,
                                                     with_emb=ranker.needs_emb)
                     summary.skipped += unknown
-                    rank_contexts(ranker, contexts, store, summary)
+                    rank_contexts(ranker, contexts, store, summary, keep_fresh_s=settings.store.max_age_s)
                     summary.users += len(user_batch)
                     bar.update(len(user_batch))
     finally:
@@ -87,9 +107,11 @@ def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = 
     return summary
 
 
-def rank_contexts(ranker: Ranker, contexts: list[UserContext], store: Store, summary: RerankSummary) -> None:
+def rank_contexts(ranker: Ranker, contexts: list[UserContext], store: Store, summary: RerankSummary, *,
+                  keep_fresh_s: int = 0) -> None:
     """Ranks one batch of users, writes their records in one store call, and counts them into `summary`
-    (all but `users`, which the caller counts as it picks users)."""
+    (all but `users`, which the caller counts as it picks users). A fallback ranking (the host's order)
+    never replaces a good record younger than `keep_fresh_s` (0: always written)."""
     records = []
     for ctx, ranking in zip(contexts, _rank_batch(ranker, contexts, summary)):
         if ranking is _FAILED:
@@ -98,9 +120,24 @@ def rank_contexts(ranker: Ranker, contexts: list[UserContext], store: Store, sum
             summary.skipped += 1
             continue
         summary.count(ranking.meta)
+        if ranking.is_fallback and _good_record_is_fresh(store, ranker.name, ctx.user_id, keep_fresh_s):
+            summary.kept += 1
+            continue
         records.append(Record(ranker.name, ctx.user_id, ranking.items, ranker.backend, ranker.version,
                               meta=ranking.meta))
     summary.written += store.put_records(records)
+
+
+def _good_record_is_fresh(store: Store, model: str, user_id: int, max_age_s: int) -> bool:
+    if max_age_s <= 0:
+        return False
+    try:
+        old = store.get_record(model, user_id)
+    except StoreError:
+        return False  # unreadable: nothing good to keep
+    if old is None or old.meta.get("parse") == PARSE_FALLBACK:
+        return False
+    return 0 <= time.time() * 1000 - old.created_at_ms < max_age_s * 1000
 
 
 def _rank_batch(ranker: Ranker, contexts: list[UserContext], summary: RerankSummary):

@@ -40,7 +40,7 @@ def _rerank_partition(settings: Settings, model: str, store: Store | None, movie
     try:
         contexts = iter(contexts)
         while chunk := [dataclasses.replace(c, movies=movies) for c in itertools.islice(contexts, batch)]:
-            rank_contexts(ranker, chunk, store, summary)
+            rank_contexts(ranker, chunk, store, summary, keep_fresh_s=settings.store.max_age_s)
     finally:
         store.close()
     yield summary

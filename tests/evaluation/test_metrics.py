@@ -46,6 +46,7 @@ def test_bootstrap_interval_contains_the_mean_and_shrinks_with_n():
 def test_bootstrap_is_reproducible_with_a_seed():
     vals = [0.1, 0.5, 0.9, 0.3]
     assert bootstrap_mean(vals, seed=3) == bootstrap_mean(vals, seed=3)
+    assert bootstrap_mean(vals, seed=4) != bootstrap_mean(vals, seed=3)  # the seed is what fixes it
 
 
 def test_long_tail_and_coverage():

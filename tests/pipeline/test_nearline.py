@@ -5,9 +5,12 @@ import urllib.request
 import pytest
 
 from sparrow_llm.bridge.client import BridgeClient
+from sparrow_llm.bridge.host import HostProcess
 from sparrow_llm.pipeline.nearline import CALLS_PER_USER, CallBudget, run_nearline
 from sparrow_llm.registry import make_ranker
 from sparrow_llm.store import open_default_store
+
+from tests.conftest import host_settings
 
 
 def get(host, path):
@@ -16,9 +19,17 @@ def get(host, path):
 
 
 @pytest.fixture(scope="module")
+def host(built_bridge, tmp_path_factory, fixture_webroot):
+    """A host and store of this module's own: its tests count which users have `llm` records."""
+    with HostProcess(host_settings(tmp_path_factory.mktemp("nearline"))) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
 def llm_ranker(host):
     store = open_default_store(host.settings)
-    return store, make_ranker("llm", host.settings, store)  # the local backend: real work, no network
+    # The MiniLM stand-in: real work, no network, and fast enough for the flood of users below.
+    return store, make_ranker("llm", host.settings.replace(llm={"backend": "local-minilm"}), store)
 
 
 def test_a_miss_is_served_by_the_host_then_by_the_worker(host, llm_ranker):

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import DynamicCache
+from transformers import DataCollatorForLanguageModeling, DynamicCache
 
 from ...minilm import load_pretrained, mean_pool, model_path
 
@@ -361,17 +361,12 @@ class ClickPrompt(nn.Module):
 
     def _mask_tokens(self, ids: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """BERT's masking (15% of the text's tokens; 80% [MASK], 10% random, 10% kept) by transformers' collator;
+        padding and special tokens are never picked."""
+        collator = DataCollatorForLanguageModeling(self.tokenizer, mlm_probability=0.15)
+        collator.generator = generator  # None: torch's global generator, seeded by set_seed
         special = torch.tensor(sorted(self.tokenizer.all_special_ids), device=ids.device)
-        eligible = mask.bool() & ~torch.isin(ids, special)
-        draw = torch.rand(ids.shape, generator=generator, device=ids.device)
-        chosen = eligible & (draw < 0.15)
-        labels = torch.where(chosen, ids, torch.full_like(ids, _IGNORE))
-        # A second draw splits the chosen tokens 80 / 10 / 10.
-        split = torch.rand(ids.shape, generator=generator, device=ids.device)
-        random_ids = torch.randint(self.plm.config.vocab_size, ids.shape, generator=generator, device=ids.device)
-        masked = torch.where(chosen & (split < 0.8), torch.full_like(ids, self.tokenizer.mask_token_id), ids)
-        masked = torch.where(chosen & (split >= 0.8) & (split < 0.9), random_ids, masked)
-        return masked, labels
+        return collator.torch_mask_tokens(ids.clone(), special_tokens_mask=~mask.bool() | torch.isin(ids, special))
 
     def parameter_count(self, trainable_only: bool = False) -> int:
         """Parameters used to predict (the PA-MLM head is a pretraining tool, left out)."""

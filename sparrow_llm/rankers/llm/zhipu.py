@@ -6,29 +6,48 @@ import logging
 import random
 import threading
 import time
+import urllib.parse
 from dataclasses import replace
 from typing import Callable
 
-from ...config import LLMSettings
+from ...config import ConfigError, LLMSettings
 from ...limits import TokenBucket
 from .base import SERVICE_ERRORS, ChatBackend, Completion, LLMAuthError, LLMError, LLMRateLimited, LLMTimeout, LLMUnavailable
-from .resilience import Breaker, Failed, parse_retry_after, server_message
+from .resilience import Breaker, Failed, RetryPolicy, parse_retry_after, server_message
 
-__all__ = ["ZhipuBackend", "ZHIPUAI_BASE_URL"]
+__all__ = ["ZhipuBackend", "ZHIPUAI_BASE_URL", "check_base_url"]
 
 log = logging.getLogger(__name__)
 
 ZHIPUAI_BASE_URL = "https://open.bigmodel.cn/api/paas/v4"
 
 
+def check_base_url(url: str) -> str:
+    """`url` when it is an http(s) URL with a host; else a ConfigError before any job starts."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or bracket
+        ok = False
+    if not ok:
+        raise ConfigError(f"ZHIPUAI_BASE_URL must be an http(s) URL with a host, got {url!r}")
+    return url
+
+
+def _release_later(slots: threading.BoundedSemaphore, after_s: float):
+    timer = threading.Timer(after_s, slots.release)
+    timer.daemon = True
+    return timer.start
+
+
 class ZhipuBackend(ChatBackend):
     """GLM models through the official `zhipuai` SDK, with our own retries, limits and breaker.
 
     The SDK's own retries are off (`max_retries=0`) and its 300 s default timeout replaced, so
-    that retry, backoff, rate limits and the breaker are decided in one place.
+    that retry, backoff, rate limits and the breaker are decided in one place (`resilience`).
     """
 
-    # Backoff caps: a misbehaving Retry-After must not park a worker for minutes.
+    # Backoff cap: a misbehaving Retry-After must not park a worker for minutes.
     _MAX_DELAY_S = 30.0
     # Rough tokens per prompt character for the tokens-per-minute estimate before the real usage is known.
     _TOKENS_PER_CHAR = 0.3
@@ -38,23 +57,24 @@ class ZhipuBackend(ChatBackend):
         super().__init__()
         if not settings.api_key:
             raise LLMAuthError("no ZhipuAI API key: set ZHIPUAI_API_KEY (or SPARROW_LLM_BACKEND=local to run offline)")
-        import zhipuai  # imported here: the local backend runs without it
+        self.base_url = check_base_url(settings.base_url or ZHIPUAI_BASE_URL)
+        import zhipuai  # imported here: the local backends run without it
 
         self._zhipuai = zhipuai
         self.name = f"zhipuai:{settings.model}"
         self.model = settings.model
         self.concurrency = settings.concurrency
-        self.base_url = settings.base_url or ZHIPUAI_BASE_URL
         self._secret = settings.api_key
-        self._max_retries = settings.max_retries
-        self._backoff_s = backoff_s
-        self._rng = rng or random.Random()
-        self._clock, self._sleep = clock, sleep
+        self._timeout_s = settings.timeout_s
+        self._clock = clock
         # base_url explicit: otherwise the SDK reads ZHIPUAI_BASE_URL from the environment itself.
         self._client = zhipuai.ZhipuAI(api_key=settings.api_key, base_url=self.base_url,
                                        timeout=settings.timeout_s, max_retries=0)
         self._slots = threading.BoundedSemaphore(settings.concurrency)
         self._breaker = Breaker(settings.breaker_failures, settings.breaker_cooldown_s, clock)
+        self._retry = RetryPolicy(settings.max_retries, settings.retry_budget_s, backoff_s=backoff_s,
+                                  max_delay_s=self._MAX_DELAY_S, rng=rng, clock=clock, sleep=sleep,
+                                  on_retry=lambda: self.counters.add(retries=1))
         self._rps = (TokenBucket(settings.requests_per_s, 1.0, clock, sleep)
                      if settings.requests_per_s else None)
         self._tpm = (TokenBucket(settings.tokens_per_min / 60.0, settings.tokens_per_min, clock, sleep)
@@ -69,36 +89,27 @@ class ZhipuBackend(ChatBackend):
     def complete(self, messages: list[dict], *, max_tokens: int, temperature: float) -> Completion:
         started = self._clock()
         self.counters.add(calls=1)
-        for attempt in range(self._max_retries + 1):
-            try:
-                self._breaker.check()
-            except LLMUnavailable:
-                self.counters.add(rejected=1)
-                raise
-            try:
-                completion = self._attempt(messages, max_tokens, temperature)
-            except Failed as failed:
-                error = failed.error
-                if not failed.retryable or attempt == self._max_retries:
-                    break
-                # Full jitter spreads the retries of many workers; the server's Retry-After wins.
-                delay = min(self._MAX_DELAY_S, failed.retry_after if failed.retry_after is not None
-                            else self._rng.uniform(0, self._backoff_s * 2 ** attempt))
-                self.counters.add(retries=1)
-                log.warning("%s; retry %d/%d in %.2f s", error, attempt + 1, self._max_retries, delay)
-                self._sleep(delay)
-                continue
-            self._breaker.success()
-            return replace(completion, latency_s=self._clock() - started)
-        self.counters.add(failures=1)
-        if isinstance(error, SERVICE_ERRORS) and self._breaker.failure():
-            log.warning("%s: circuit breaker open after repeated failures, last: %s", self.name, error)
-        raise error from None
+        try:
+            self._breaker.check()
+        except LLMUnavailable:
+            self.counters.add(rejected=1)
+            raise
+        try:
+            completion = self._retry.call(lambda: self._attempt(messages, max_tokens, temperature))
+        except LLMError as error:
+            self.counters.add(failures=1)
+            if isinstance(error, SERVICE_ERRORS) and self._breaker.failure():
+                log.warning("%s: circuit breaker open after repeated failures, last: %s", self.name, error)
+            raise
+        self._breaker.success()
+        return replace(completion, latency_s=self._clock() - started)
 
     def _attempt(self, messages: list[dict], max_tokens: int, temperature: float) -> Completion:
         """One request within the concurrency and rate limits; raises `Failed`."""
         estimate = len(json.dumps(messages, ensure_ascii=False)) * self._TOKENS_PER_CHAR + max_tokens
-        with self._slots:
+        self._slots.acquire()
+        release = self._slots.release
+        try:
             if self._rps:
                 self._rps.acquire(1)
             if self._tpm:
@@ -108,7 +119,14 @@ class ZhipuBackend(ChatBackend):
                     model=self.model, messages=messages, max_tokens=max_tokens, temperature=temperature)
             # ValueError: the SDK lets a body that is not the expected JSON escape as one.
             except (self._zhipuai.ZhipuAIError, ValueError) as exc:
-                raise self._translate(exc) from None
+                failed = self._translate(exc)
+                if isinstance(failed.error, LLMTimeout):
+                    # We stopped waiting; the server may still be working on it. Its slot stays taken for
+                    # another timeout, so abandoned requests count against the concurrency limit.
+                    release = _release_later(self._slots, self._timeout_s)
+                raise failed from None
+        finally:
+            release()
         try:
             text = response.choices[0].message.content or ""
             prompt_tokens, completion_tokens = int(response.usage.prompt_tokens), int(response.usage.completion_tokens)

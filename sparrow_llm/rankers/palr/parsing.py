@@ -10,9 +10,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+import json_repair
+
+from ...schema import PARSE_FALLBACK, PARSE_OK, PARSE_REPAIRED
+
 __all__ = ["ParsedRanking", "parse_ranking", "PARSE_OK", "PARSE_REPAIRED", "PARSE_FALLBACK"]
 
-PARSE_OK, PARSE_REPAIRED, PARSE_FALLBACK = "ok", "repaired", "fallback"
 _MAX_REASON_CHARS = 80  # a reason longer than this is cut
 
 
@@ -24,14 +27,10 @@ class ParsedRanking:
 
 
 _FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.DOTALL)
-_TRAILING_COMMA = re.compile(r",\s*([\]}])")
-# One `{"i": 3, "r": "..."}` object, loosely: single quotes, unquoted keys, a cut-off tail.
-_LOOSE_OBJECT = re.compile(
-    r"""\{\s*["']?(?:i|index|idx|id)["']?\s*:\s*["']?(?:#|\[)?(\d+)\]?["']?"""
-    r"""(?:\s*,\s*["']?(?:r|reason)["']?\s*:\s*(["'])(.*?)\2)?""", re.DOTALL)
-# One `[3, "..."]` pair, loosely: `#3` (the label echoed), single quotes, a cut-off tail; `[3]` too, but
-# only as a list element.
-_LOOSE_PAIR = re.compile(r"""\[\s*["']?#?(\d+)["']?\s*(?:(,)\s*(?:(["'])(.*?)\3)?|\]|$)""", re.DOTALL)
+# `#3` where a JSON index belongs (the candidate's label echoed): read as 3.
+_ECHOED_LABEL = re.compile(r"(?<=[\[,])(\s*)#(?=\d)")
+# A quoted string in a line: the reason of a pick, not a title to look up.
+_QUOTED = re.compile(r""""[^"]*"|'[^']*'""")
 # A candidate's label echoed in prose: `#3` as the rank prompt shows it, or `[3]`.
 _LABEL_INDEX = re.compile(r"(?<![\w#])#(\d+)\b|\[(\d+)\]")
 _LEADING_NUMBER = re.compile(r"^\s*(?:#\s*)?(\d+)\s*[.):]\s*")
@@ -111,16 +110,23 @@ def _picks_from_json(value: Any, titles: _Titles) -> list[_Pick] | None:
     if not isinstance(value, list):
         return None
     picks = []
+    # Strings are titles only in a list of titles: in `[42, "like Heat"]` the string is a reason.
+    titles_only = all(isinstance(e, str) for e in value)
     for element in value:
         reason: Any = ""
-        if isinstance(element, list):  # the pair `[3, "reason"]` (v2)
+        titled = False
+        if isinstance(element, list):  # the pair `[3, "reason"]` (v2); `["Heat", "reason"]` names its title
             element, reason = (element + [None, ""])[:2]
-        elif isinstance(element, dict):  # the object `{"i": 3, "r": "reason"}` (v1)
+            titled = True
+        elif isinstance(element, dict):  # the object `{"i": 3, "r": "reason"}` (v1), or `{"title": ...}`
             reason = element.get("r") or element.get("reason") or ""
             key = next((k for k in ("i", "index", "idx", "id") if k in element), None)
             element = element[key] if key else element.get("title")
+            titled = key is None
+        elif not titled:
+            titled = titles_only
         index = _index(element)
-        if index is None and isinstance(element, str):
+        if index is None and isinstance(element, str) and titled:
             found = titles.find(element)
             index = found[0] if found else None
         # An element naming no candidate stays in as -1: dropped later, it makes the answer "repaired".
@@ -137,49 +143,30 @@ def _strict(text: str, titles: _Titles) -> list[_Pick] | None:
     return _picks_from_json(value, titles) if isinstance(value, list) else None
 
 
-def _embedded(text: str, titles: _Titles) -> list[_Pick] | None:
-    """The first JSON list or object with picks: inside a code fence first, else anywhere in the prose.
-
-    Trailing commas are forgiven.
-    """
-    decoder = json.JSONDecoder()
+def _repaired_json(text: str, titles: _Titles) -> list[_Pick] | None:
+    """JSON the model broke (prose or a code fence around it, single quotes, unquoted keys, trailing commas, a
+    tail cut off by max_tokens), mended by json_repair: a code fence first, else the whole answer."""
     for source in (*_FENCE.findall(text), text):
-        cleaned = _TRAILING_COMMA.sub(r"\1", source)
-        for match in re.finditer(r"[\[{]", cleaned):
-            try:
-                value, _ = decoder.raw_decode(cleaned, match.start())
-            except _DECODE_ERRORS:
-                continue
-            picks = _picks_from_json(value, titles)
-            if picks:
-                return picks
+        try:
+            value = json_repair.loads(_ECHOED_LABEL.sub(r"\1", source))
+        except _DECODE_ERRORS:
+            continue
+        picks = _picks_from_json(value, titles)
+        if picks:
+            if not source.rstrip().endswith(("]", "}")):  # cut off by max_tokens: the last reason is a stub
+                picks[-1] = (picks[-1][0], "")
+            return picks
     return None
 
 
-def _loose_objects(text: str, titles: _Titles) -> list[_Pick] | None:
-    """`{"i": 3, "r": ...}` objects in JSON that does not decode: single quotes, or cut off by max_tokens."""
-    return [(int(m.group(1)), _reason(m.group(3))) for m in _LOOSE_OBJECT.finditer(text)] or None
-
-
-def _loose_pairs(text: str, titles: _Titles) -> list[_Pick] | None:
-    """`[3, "..."]` pairs in JSON that does not decode: single quotes, or cut off by max_tokens.
-
-    A `[3]` without a reason counts only after `[` or `,`: in prose it is a label, for `_lines`.
-    """
-    return [(int(m.group(1)), _reason(m.group(4))) for m in _LOOSE_PAIR.finditer(text)
-            if m.group(2) or m.end() == len(text) or _after_list_start(text, m.start())] or None
-
-
-def _after_list_start(text: str, at: int) -> bool:
-    """Whether `text[at]` follows a `[` or `,` (spaces between allowed)."""
-    return text[max(0, at - 32):at].rstrip().endswith(("[", ","))
-
-
 def _lines(text: str, titles: _Titles) -> list[_Pick] | None:
-    """One pick per line: a title, else a `#3` or `[3]` label, else a leading `3.` (the answer of a naive prompt)."""
+    """One pick per line: a title, else a `#3` or `[3]` label, else a leading `3.` (the answer of a naive prompt).
+
+    Quoted text is a reason, never a pick: `[99, "as creepy as Ghost"]` names no candidate.
+    """
     picks = []
     for line in text.splitlines():
-        line = line.replace("**", "")
+        line = _QUOTED.sub("", line.replace("**", ""))
         found = titles.find(line)
         if found:
             picks.append((found[0], _reason(found[1])))
@@ -193,7 +180,7 @@ def _lines(text: str, titles: _Titles) -> list[_Pick] | None:
 
 # Repairs of an answer that is not exactly what was asked; the one that finds the most picks wins
 # (prose can hold a stray "[2]" that decodes as JSON), the earlier on a tie.
-_REPAIRS = (_embedded, _loose_pairs, _loose_objects, _lines)
+_REPAIRS = (_repaired_json, _lines)
 
 
 def parse_ranking(text: str | None, candidates: Sequence[str]) -> ParsedRanking:

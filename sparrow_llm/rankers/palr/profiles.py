@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from ...catalog import movie_catalog
-from ...config import Settings
+from ...config import ConfigError, Settings
 from ...domain import MovieMeta, Profile, UserHistory, UserRating
 from ...schema import (
     COL_GENRES, COL_MOVIE, COL_RATING, COL_RELEASE_YEAR, COL_TIMESTAMP, COL_TITLE, COL_USER, MOVIES_CSV, RATINGS_CSV,
@@ -219,6 +219,9 @@ def run_profiles(settings: Settings, *, ratings: str | os.PathLike | None = None
     webroot = settings.host.data_webroot
     ratings = os.fspath(webroot / RATINGS_CSV if ratings is None else ratings)
     movies = os.fspath(webroot / MOVIES_CSV if movies is None else movies)
+    for name, uri in (("ratings", ratings), ("movies", movies)):
+        if "://" not in uri and not os.path.isfile(uri):  # a local path: say so now, not in a Spark trace
+            raise ConfigError(f"no {name} file at {uri} (--{name}, or a data folder with {RATINGS_CSV})")
     # Built here once, so a bad backend, key or template fails before Spark starts (and gives the summary its names).
     llm = make_backend(settings.llm)
     try:

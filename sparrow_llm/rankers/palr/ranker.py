@@ -108,24 +108,27 @@ class PalrRanker(BaseRanker):
         tally = _Tally()
         try:
             profile = ctx.profile.text if ctx.profile else self._answer(
-                self.llm.profile, self.prompts.profile_request(history), tally)
+                self.llm.profile, self.prompts.profile_request(history), tally, usable=lambda text: bool(text.strip()))
             request = self.prompts.rank_request(history, [ctx.movies[m] for m in window], profile, self.top_n)
-            parsed = parse_ranking(self._answer(self.llm.rank, request, tally), request.labels)
+            parsed = parse_ranking(self._answer(
+                self.llm.rank, request, tally,
+                usable=lambda text: parse_ranking(text, request.labels).status != PARSE_FALLBACK), request.labels)
         except LLMError as exc:
             log.info("%s: user %s gets the host's order: %s", self.backend, ctx.user_id, exc)
             return _ranking(candidates, [], ParsedRanking((), (), PARSE_FALLBACK),
-                            {**tally.meta(PARSE_FALLBACK), "error": type(exc).__name__})
+                            {**tally.meta(PARSE_FALLBACK), "error": type(exc).__name__, "error_message": str(exc)})
         return _ranking(candidates, window, parsed, tally.meta(parsed.status))
 
-    def _answer(self, step: Callable[[PromptRequest], Completion], request: PromptRequest, tally: _Tally) -> str:
-        """The answer to `request`, from the cache or else from the backend (then cached).
+    def _answer(self, step: Callable[[PromptRequest], Completion], request: PromptRequest, tally: _Tally, *,
+                usable: Callable[[str], bool]) -> str:
+        """The answer to `request`, from the cache or else from the backend (then cached if `usable`).
 
-        Every answer is cached, unusable ones too: decoding is greedy, so asking again would
-        pay for the same answer; a new template version or model changes the key.
+        An unusable answer (empty, garbage) is never cached: a cached one would pin the user to the
+        host's order until the template or model changed. A new template version or model changes the key.
         """
         key = cache_key(self.llm, request)
         cached = self._cache_get(key)
-        if cached is not None:
+        if cached is not None and usable(str(cached.get("text") or "")):
             usage = cached.get("usage") or {}
             tally.prompt_tokens += int(usage.get("prompt_tokens", 0))
             tally.completion_tokens += int(usage.get("completion_tokens", 0))
@@ -134,9 +137,10 @@ class PalrRanker(BaseRanker):
         completion = step(request)
         tally.prompt_tokens += completion.prompt_tokens
         tally.completion_tokens += completion.completion_tokens
-        self._cache_put(key, {"text": completion.text, "model": completion.model,
-                              "usage": {"prompt_tokens": completion.prompt_tokens,
-                                        "completion_tokens": completion.completion_tokens}})
+        if usable(completion.text):
+            self._cache_put(key, {"text": completion.text, "model": completion.model,
+                                  "usage": {"prompt_tokens": completion.prompt_tokens,
+                                            "completion_tokens": completion.completion_tokens}})
         return completion.text
 
     # The cache only saves calls: a store that fails it costs a call, not the user's ranking.

@@ -19,18 +19,11 @@ from sparrow_llm.rankers.clickprompt.schema import (
 from sparrow_llm.rankers.clickprompt.samples_spark import (
     META_FILE, SAMPLE_SCHEMA, SPLITS, build_samples_spark, run_features,
 )
-from sparrow_llm.spark import read_movies, read_ratings, spark_session
+from sparrow_llm.spark import read_movies, read_ratings
 
 SLICE_USERS = 30
 KEY = [COL_TIMESTAMP, COL_USER, COL_MOVIE]
 FEATURES = list(SAMPLE_COLUMNS[SAMPLE_COLUMNS.index(COL_RELEASE_YEAR):])  # everything but ids, rating and label
-
-
-@pytest.fixture(scope="module")
-def spark():
-    session = spark_session("local[2]", app="sparrow-llm-tests")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from sparrow_llm.schema import (
 )
 from sparrow_llm.pipeline.rerank_spark import run_rerank_spark
 from sparrow_llm.rankers.palr.profiles import PROFILE_COLUMNS, movie_metas, run_profiles
-from sparrow_llm.spark import read_movies, read_ratings, spark_session
+from sparrow_llm.spark import read_movies, read_ratings
 from sparrow_llm.domain import Profile
 from sparrow_llm.store import FileStore
 
@@ -41,14 +41,6 @@ from tests.conftest import SHARED
 from tests.fake_glm import VALID_KEY, Reply, fake_glm  # noqa: F401  (fixture)
 
 LOCAL = "local-minilm"
-
-
-@pytest.fixture(scope="module")
-def spark():
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors run this interpreter (sparrow_llm inside)
-    session = spark_session("local[2]", app="sparrow-llm-tests")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")
