@@ -77,8 +77,7 @@ def _counter(arm: Arm, n: int, *keys: str) -> str:
 
 
 def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    return pd.DataFrame(list(rows), columns=list(header)).to_markdown(index=False, disable_numparse=True)
 
 
 def _baseline(variant: Variant) -> Arm | None:

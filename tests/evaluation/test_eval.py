@@ -145,8 +145,8 @@ def test_end_to_end_writes_a_table_row_per_ranker_with_intervals_and_a_chart(eva
                             ("## Sampled negatives", ("host-emb", "recent"))):
         section = report.split(variant)[1].split("\n## ")[0]
         assert "15 users" in section or "users are left out" in section
-        quality = [line for line in section.splitlines() if re.match(rf"\| [^|]+ \| {interval} \|", line)]
-        assert [line.split(" | ")[0][2:] for line in quality] == list(labels)
+        quality = [line for line in section.splitlines() if re.match(rf"\| [^|]+ \| {interval} +\|", line)]
+        assert [line.split("|")[1].strip() for line in quality] == list(labels)
         assert all(len(re.findall(interval, line)) >= 6 for line in quality)
     assert "Recall-stage hit rate" in report and "recent: 15 users, 15 written" in report
     png = (out / "results.png").read_bytes()

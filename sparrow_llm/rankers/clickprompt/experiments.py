@@ -159,13 +159,11 @@ def table_markdown(summary: pd.DataFrame, extra: Mapping[str, Sequence[str]] | N
 
     header = ["model", "fusion", "AUC", "LogLoss", "inference µs/sample", "params", "trainable", "train s/epoch",
               "epochs", *(extra or {})]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for i, (name, row) in enumerate(summary.iterrows()):
-        cells = [name, row["fusion"], pm(row, "auc", 4), pm(row, "logloss", 4), pm(row, "us_per_sample", 1),
-                 f"{int(row['params']):,}", f"{int(row['trainable_params']):,}", pm(row, "s_per_epoch", 1),
-                 f"{row['epochs_mean']:.1f}", *(column[i] for column in (extra or {}).values())]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [[name, row["fusion"], pm(row, "auc", 4), pm(row, "logloss", 4), pm(row, "us_per_sample", 1),
+             f"{int(row['params']):,}", f"{int(row['trainable_params']):,}", pm(row, "s_per_epoch", 1),
+             f"{row['epochs_mean']:.1f}", *(column[i] for column in (extra or {}).values())]
+            for i, (name, row) in enumerate(summary.iterrows())]
+    return pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def run_eval(settings: Settings, out: Path | str, *, seeds: Sequence[int] = (1, 2, 3),
