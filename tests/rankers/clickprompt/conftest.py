@@ -68,3 +68,26 @@ def prefix_add_run(pretrained, tiny_data, tiny_config, tiny_options, tmp_path_fa
 
     return finetune(tiny_config, tiny_data, tmp_path_factory.mktemp("prefix_add"), tiny_options,
                     init_from=pretrained.checkpoint)
+
+
+def perturbed_future(ratings: pd.DataFrame, movie_ids, n: int) -> tuple[int, pd.DataFrame]:
+    """(t, ratings with every rating at or after t changed and `n` new ratings at t and later, many exactly
+    at t): the leakage tests' future. t is a second in which one user rated several movies."""
+    import numpy as np
+
+    from sparrow_llm.schema import COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_USER
+
+    ties = ratings[ratings.duplicated([COL_USER, COL_TIMESTAMP], keep=False)]
+    t = int(ties[COL_TIMESTAMP].sort_values().iloc[len(ties) // 2])
+    rng = np.random.default_rng(1)
+    future = ratings[COL_TIMESTAMP] >= t
+    perturbed = ratings.copy()
+    perturbed.loc[future, COL_RATING] = rng.choice(np.arange(1, 11) / 2, size=int(future.sum()))
+    extra = pd.DataFrame({
+        COL_USER: rng.choice(ratings[COL_USER].unique(), n),
+        COL_MOVIE: rng.choice(np.asarray(movie_ids), n),
+        COL_RATING: rng.choice(np.arange(1, 11) / 2, n),
+        COL_TIMESTAMP: t + rng.integers(0, 3, n) * rng.integers(0, 10 ** 7, n),
+    })
+    assert (extra[COL_TIMESTAMP] == t).sum() > n // 7
+    return t, pd.concat([perturbed, extra], ignore_index=True).drop_duplicates([COL_USER, COL_MOVIE, COL_TIMESTAMP])

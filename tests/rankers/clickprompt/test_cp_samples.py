@@ -21,6 +21,8 @@ HOST_HEADER = ("movieId,userId,rating,timestamp,label,releaseYear,movieGenre1,mo
                "userRatedMovie4,userRatedMovie5,userRatingCount,userAvgReleaseYear,userReleaseYearStddev,"
                "userAvgRating,userRatingStddev,userGenre1,userGenre2,userGenre3,userGenre4,userGenre5")
 
+from tests.rankers.clickprompt.conftest import perturbed_future
+
 
 @pytest.fixture(scope="module")
 def samples(tiny_ratings, movies):
@@ -72,20 +74,7 @@ def test_features_follow_the_definitions(samples, tiny_ratings, movies):
 def test_no_leakage_when_the_future_changes(ratings, movies):
     """Perturb every rating at or after t (values, and new ratings at t and later): no feature of a
     sample at or before t may change. t is a second in which one user rated several movies."""
-    ties = ratings[ratings.duplicated([COL_USER, COL_TIMESTAMP], keep=False)]
-    t = int(ties[COL_TIMESTAMP].sort_values().iloc[len(ties) // 2])
-    rng = np.random.default_rng(1)
-    future = ratings[COL_TIMESTAMP] >= t
-    perturbed = ratings.copy()
-    perturbed.loc[future, COL_RATING] = rng.choice(np.arange(1, 11) / 2, size=int(future.sum()))
-    extra = pd.DataFrame({
-        COL_USER: rng.choice(ratings[COL_USER].unique(), 300),
-        COL_MOVIE: rng.choice(movies[COL_MOVIE].to_numpy(), 300),
-        COL_RATING: rng.choice(np.arange(1, 11) / 2, 300),
-        COL_TIMESTAMP: t + rng.integers(0, 3, 300) * rng.integers(0, 10 ** 7, 300),  # many exactly at t
-    })
-    assert (extra[COL_TIMESTAMP] == t).sum() > 50
-    perturbed = pd.concat([perturbed, extra], ignore_index=True).drop_duplicates([COL_USER, COL_MOVIE, COL_TIMESTAMP])
+    t, perturbed = perturbed_future(ratings, movies[COL_MOVIE].to_numpy(), 300)
 
     key = [COL_USER, COL_MOVIE, COL_TIMESTAMP]
     before = build_samples(ratings, movies)

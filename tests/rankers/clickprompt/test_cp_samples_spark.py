@@ -25,6 +25,8 @@ SLICE_USERS = 30
 KEY = [COL_TIMESTAMP, COL_USER, COL_MOVIE]
 FEATURES = list(SAMPLE_COLUMNS[SAMPLE_COLUMNS.index(COL_RELEASE_YEAR):])  # everything but ids, rating and label
 
+from tests.rankers.clickprompt.conftest import perturbed_future
+
 
 @pytest.fixture(scope="module")
 def ratings_slice(ratings) -> pd.DataFrame:
@@ -133,20 +135,7 @@ def test_same_second_ratings_do_not_see_each_other(spark, spark_movies):
 def test_no_leakage_when_the_future_changes(spark, ratings_slice, movies, spark_movies):
     """Perturb every rating at or after t (values, and new ratings at t and later): no feature of a sample
     at or before t may change. t is a second in which one user rated several movies."""
-    ties = ratings_slice[ratings_slice.duplicated([COL_USER, COL_TIMESTAMP], keep=False)]
-    t = int(ties[COL_TIMESTAMP].sort_values().iloc[len(ties) // 2])
-    rng = np.random.default_rng(1)
-    future = ratings_slice[COL_TIMESTAMP] >= t
-    perturbed = ratings_slice.copy()
-    perturbed.loc[future, COL_RATING] = rng.choice(np.arange(1, 11) / 2, size=int(future.sum()))
-    extra = pd.DataFrame({
-        COL_USER: rng.choice(ratings_slice[COL_USER].unique(), 200),
-        COL_MOVIE: rng.choice(ratings_slice[COL_MOVIE].unique(), 200),
-        COL_RATING: rng.choice(np.arange(1, 11) / 2, 200),
-        COL_TIMESTAMP: t + rng.integers(0, 3, 200) * rng.integers(0, 10 ** 7, 200),  # many exactly at t
-    })
-    assert (extra[COL_TIMESTAMP] == t).sum() > 30
-    perturbed = pd.concat([perturbed, extra], ignore_index=True).drop_duplicates([COL_USER, COL_MOVIE, COL_TIMESTAMP])
+    t, perturbed = perturbed_future(ratings_slice, ratings_slice[COL_MOVIE].unique(), 200)
 
     before = _spark_samples(spark, ratings_slice, spark_movies)
     after = _spark_samples(spark, perturbed, spark_movies)

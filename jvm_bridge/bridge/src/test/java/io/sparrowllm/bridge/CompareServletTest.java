@@ -32,12 +32,7 @@ public class CompareServletTest {
 
     @AfterClass
     public static void stop() throws Exception {
-        if (bridge != null) {
-            bridge.close();
-        }
-        if (host != null) {
-            host.close();
-        }
+        WebClient.close(bridge, host);
     }
 
     @Test

@@ -53,15 +53,7 @@ public class RedisFaultTest {
         if (parallel != null) {
             parallel.shutdownNow();
         }
-        if (bridge != null) {
-            bridge.close();
-        }
-        if (host != null) {
-            host.close();
-        }
-        if (redis != null) {
-            redis.close();
-        }
+        WebClient.close(bridge, host, redis);
     }
 
     /** Each case starts with Redis up, holding the records, and the stage serving them. */

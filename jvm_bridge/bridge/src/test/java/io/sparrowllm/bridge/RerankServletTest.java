@@ -39,12 +39,7 @@ public class RerankServletTest {
 
     @AfterClass
     public static void stop() throws Exception {
-        if (bridge != null) {
-            bridge.close();
-        }
-        if (host != null) {
-            host.close();
-        }
+        WebClient.close(bridge, host);
     }
 
     @Test

@@ -42,12 +42,7 @@ public class StoreFaultTest {
 
     @AfterClass
     public static void stop() throws Exception {
-        if (bridge != null) {
-            bridge.close();
-        }
-        if (host != null) {
-            host.close();
-        }
+        WebClient.close(bridge, host);
     }
 
     @Test

@@ -44,9 +44,7 @@ public class StorePathsTest {
 
     @AfterClass
     public static void stop() throws Exception {
-        if (bridge != null) {
-            bridge.close();
-        }
+        WebClient.close(bridge);
     }
 
     @Test

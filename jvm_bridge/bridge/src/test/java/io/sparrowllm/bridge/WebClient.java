@@ -38,6 +38,15 @@ final class WebClient {
     }
 
     /** A started Jetty; closing stops it. */
+    /** Closes each resource that was opened, in order: an @AfterClass after a failed @BeforeClass sees nulls. */
+    static void close(AutoCloseable... resources) throws Exception {
+        for (AutoCloseable resource : resources) {
+            if (resource != null) {
+                resource.close();
+            }
+        }
+    }
+
     static final class Running implements AutoCloseable {
         final Server server;
         final String base;
