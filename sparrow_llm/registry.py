@@ -21,14 +21,23 @@ RANKERS: dict[str, str] = {
     "recent": "sparrow_llm.rankers.recent:from_settings",
     "llm": "sparrow_llm.rankers.palr.ranker:from_settings",
     "clickprompt": "sparrow_llm.rankers.clickprompt.ranker:from_settings",
+    # Retrieval over the whole catalogue, trained on the data folder's ratings (rankers/retrieval).
+    "popularity": "sparrow_llm.rankers.retrieval.ranker:popularity_ranker",
+    "ease": "sparrow_llm.rankers.retrieval.ranker:ease_ranker",
+    "ease-recent": "sparrow_llm.rankers.retrieval.ranker:ease_recent_ranker",
+    "sasrec": "sparrow_llm.rankers.retrieval.ranker:sasrec_ranker",
 }
 
 # model name -> "module:function"; function(settings, progress) -> one summary line. The offline work
 # a ranker needs first, over `settings.host.data_webroot` (the demo's fixture, or the evaluation's
-# copy without the hidden ratings): PALR's user profiles, ClickPrompt's checkpoint for that folder.
+# copy without the hidden ratings): PALR's user profiles, ClickPrompt's checkpoint, the retrieval models.
 PREPARE_STEPS: dict[str, str] = {
-    "llm": "sparrow_llm.rankers.palr.profiles:prepare",
+    "llm": "sparrow_llm.pipeline.llm_tuning:prepare",
     "clickprompt": "sparrow_llm.rankers.clickprompt.checkpoint:prepare",
+    "popularity": "sparrow_llm.rankers.retrieval.checkpoint:prepare_popularity",
+    "ease": "sparrow_llm.rankers.retrieval.checkpoint:prepare_ease",
+    "ease-recent": "sparrow_llm.rankers.retrieval.checkpoint:prepare_ease_recent",
+    "sasrec": "sparrow_llm.rankers.retrieval.checkpoint:prepare_sasrec",
 }
 
 

@@ -132,5 +132,6 @@ def host_settings(tmp: Path, **store) -> Settings:
 def host(built_bridge, tmp_path_factory, fixture_webroot):
     """One stand-in host under the bridge launcher for the session (file store)."""
     settings = host_settings(tmp_path_factory.mktemp("host"))
-    with HostProcess(settings) as proc:
+    # The tests' own model names: owned from the start (a model only the store lists is picked up within 1 s).
+    with HostProcess(settings, extra_env={"SPARROW_LLM_MODELS": "short,stale,broken,fresh,custom"}) as proc:
         yield proc

@@ -35,8 +35,10 @@ def test_bad_user_list_is_refused_by_the_parser():
 
 
 def test_demo_check_passes_for_the_llm_model_offline(built_bridge, tmp_path):
-    """PALR with the local backend: the Spark profile job, rerank, the stage, the page's JSON."""
+    """PALR with the MiniLM stand-in (the real local model ranks every fixture user in minutes: a manual
+    `sparrow-llm demo --model llm --check`): the Spark profile job, rerank, the stage, the page's JSON."""
     lines = []
-    assert run_demo(host_settings(tmp_path), "llm", check=True, progress=False, echo=lines.append) == 0
+    settings = host_settings(tmp_path).replace(llm={"backend": "local-minilm"})
+    assert run_demo(settings, "llm", check=True, progress=False, echo=lines.append) == 0
     assert any(line.startswith("llm: ") and "parse ok" in line for line in lines)
     assert lines[-1].startswith("PASS: /getrecforyou?id=1&size=32&model=llm")

@@ -36,3 +36,14 @@ def test_bad_values_name_the_variable(env, message):
 def test_replace_updates_one_field_of_a_section():
     s = Settings().replace(store={"kind": "redis"}, seed=7)
     assert s.store.kind == "redis" and s.store.redis_port == 6379 and s.seed == 7
+
+
+def test_the_base_ranker_is_a_model_name_or_the_host():
+    assert (Settings.from_env({}).base, Settings.from_env({}).base_k) == ("ease-recent", 20)
+    s = Settings.from_env({"SPARROW_LLM_BASE": "sasrec", "SPARROW_LLM_BASE_K": "30"})
+    assert (s.base, s.base_k) == ("sasrec", 30)
+    assert Settings.from_env({"SPARROW_LLM_BASE": "host"}).base is None
+    with pytest.raises(ConfigError, match="SPARROW_LLM_BASE must be"):
+        Settings.from_env({"SPARROW_LLM_BASE": "../etc"})
+    with pytest.raises(ConfigError, match="SPARROW_LLM_BASE_K must be >= 1"):
+        Settings.from_env({"SPARROW_LLM_BASE_K": "0"})

@@ -12,7 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from py4j.java_gateway import GatewayParameters, JavaGateway
 from py4j.protocol import Py4JAuthenticationError, Py4JError, Py4JJavaError, Py4JNetworkError
@@ -90,6 +90,9 @@ class BridgeClient:
         self._lock = threading.Lock()
         self._gateway: JavaGateway | None = None
         self.address: GatewayAddress | None = None
+        # Each movie's last row and its MovieMeta: an 800-candidate answer names the same movies every time,
+        # and building the frozen dataclasses cost more than the call itself. A changed row is built again.
+        self._metas: dict[tuple[int, int], tuple[list, MovieMeta]] = {}
 
     def __enter__(self) -> "BridgeClient":
         self._connected()
@@ -103,6 +106,7 @@ class BridgeClient:
             self._drop()
 
     def _drop(self) -> None:
+        self._metas.clear()
         if self._gateway is not None:
             try:
                 self._gateway.close(keep_callback_server=False)
@@ -156,8 +160,7 @@ class BridgeClient:
     def candidates(self, user_id: int, source: str = "host", size: int = HOST_CANDIDATES) -> CandidateList:
         self._check_source(source)
         d = self._call("candidates", int(user_id), source, int(size))
-        return CandidateList(int(d["userId"]), bool(d["known"]), d["source"],
-                             tuple(MovieMeta.from_json(m) for m in d["movies"]))
+        return CandidateList(int(d["userId"]), bool(d["known"]), d["source"], tuple(self._movie_metas(d["movies"])))
 
     def history(self, user_id: int) -> UserHistory:
         d = self._call("history", int(user_id))
@@ -165,7 +168,7 @@ class BridgeClient:
 
     def movies(self, movie_ids: Iterable[int], with_emb: bool = False) -> tuple[dict[int, MovieMeta], list[int]]:
         d = self._call("movies", json.dumps([int(m) for m in movie_ids]), bool(with_emb))
-        return {m.movie_id: m for m in map(MovieMeta.from_json, d["movies"])}, [int(m) for m in d["missing"]]
+        return {m.movie_id: m for m in self._movie_metas(d["movies"])}, [int(m) for m in d["missing"]]
 
     def user_bundles(self, user_ids: Iterable[int], source: str = "host", size: int = HOST_CANDIDATES,
                      with_emb: bool = False) -> tuple[list[UserBundle], dict[int, MovieMeta]]:
@@ -174,11 +177,24 @@ class BridgeClient:
         d = self._call("userBundles", json.dumps([int(u) for u in user_ids]), source, int(size), bool(with_emb))
         bundles = [UserBundle(int(u["userId"]), bool(u["known"]), _ratings(u["ratings"]),
                               tuple(int(m) for m in u["candidates"])) for u in d["users"]]
-        return bundles, {m.movie_id: m for m in map(MovieMeta.from_json, d["movies"])}
+        return bundles, {m.movie_id: m for m in self._movie_metas(d["movies"])}
 
     def take_misses(self, max_items: int = 100) -> list[tuple[str, int]]:
         """Users the stage served from the host's order because no fresh record existed."""
         return [(m["model"], int(m["userId"])) for m in self._call("takeMisses", int(max_items))]
+
+    def _movie_metas(self, rows: list[list]) -> Iterator[MovieMeta]:
+        """MovieMetas of the entry point's movie rows: `[movieId, title, releaseYear, [genres], averageRating,
+        ratingNumber]`, then `[floats] | null` when the embedding was asked for."""
+        for row in rows:
+            key = (row[0], len(row))
+            known = self._metas.get(key)
+            if known is None or known[0] != row:
+                movie_id, title, year, genres, average, count, *emb = row
+                meta = MovieMeta(int(movie_id), title or "", int(year or 0), tuple(genres or ()), float(average or 0.0),
+                                 int(count or 0), tuple(emb[0]) if emb and emb[0] else None)
+                known = self._metas[key] = (row, meta)
+            yield known[1]
 
     @property
     def jvm(self):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
+from ..meter import Cost
 from .metrics import METRICS, Interval, bootstrap_mean, coverage, long_tail_share, rank_of
 from .protocol import TOP_N
 
@@ -27,6 +28,7 @@ _CHART_METRICS = ("NDCG@10", "HR@10")
 class Scores:
     metrics: dict[str, Interval]
     delta: Interval | None  # paired difference in NDCG@10 against the variant's baseline row
+    base_delta: Interval | None  # the same against the row of the base a reranker reranks
     coverage: float
     long_tail: float
 
@@ -40,10 +42,12 @@ class Arm:
     lists: dict[int, list[int]]  # user -> movie ids in the order the user sees them
     rank_s: float | None = None  # producing every user's ranking (None: the host ranks while serving)
     prep_s: float | None = None  # one-off work before ranking (a PREPARE_STEPS step: training, profiles)
+    prep_memory: Cost | None = None  # that step's peak resident memory
     serve_s: float | None = None  # every user's /getrecforyou request
     counters: dict[str, int] = field(default_factory=dict)
     from_store: int | None = None  # users the stage served from the store (not its host fallback)
     summary: str = ""  # the run's RerankSummary line
+    base: str | None = None  # a reranker's base ranker (the label of its row)
     scores: Scores | None = None  # filled by score_variant once every arm of the variant is in
 
 
@@ -88,14 +92,19 @@ def _baseline(variant: Variant) -> Arm | None:
 def score_variant(variant: Variant, popularity: Mapping[int, int], catalogue_size: int, seed: int) -> None:
     """Fill every arm's `scores` (the paired differences need the baseline's per-user values)."""
     users = sorted(variant.targets)
+    values = {arm.label: _values(arm.lists, variant.targets, _DELTA_METRIC) for arm in variant.arms}
     baseline = _baseline(variant)
-    base_values = None if baseline is None else _values(baseline.lists, variant.targets, _DELTA_METRIC)
+
+    def paired(arm: Arm, other: Arm | str | None) -> Interval | None:
+        label = other.label if isinstance(other, Arm) else other
+        if label is None or label == arm.label or label not in values:
+            return None
+        return bootstrap_mean(values[arm.label] - values[label], seed=seed)
+
     for arm in variant.arms:
-        delta = None if baseline is None or arm is baseline else bootstrap_mean(
-            _values(arm.lists, variant.targets, _DELTA_METRIC) - base_values, seed=seed)
         tops = [arm.lists[u][:TOP_N] for u in users]
-        arm.scores = Scores(score_lists(arm.lists, variant.targets, seed=seed), delta,
-                            coverage(tops, catalogue_size), long_tail_share(tops, popularity))
+        arm.scores = Scores(score_lists(arm.lists, variant.targets, seed=seed), paired(arm, baseline),
+                            paired(arm, arm.base), coverage(tops, catalogue_size), long_tail_share(tops, popularity))
 
 
 def _variant_tables(variant: Variant) -> str:
@@ -103,17 +112,19 @@ def _variant_tables(variant: Variant) -> str:
     baseline = _baseline(variant)
     quality = [[arm.label, *(str(arm.scores.metrics[m]) for m in METRICS),
                 "–" if arm.scores.delta is None else str(arm.scores.delta),
+                "–" if arm.scores.base_delta is None else f"{arm.scores.base_delta} vs {arm.base}",
                 f"{arm.scores.coverage:.3f}", f"{arm.scores.long_tail:.3f}"] for arm in variant.arms]
     cost = [[arm.label, arm.backend, "–" if arm.prep_s is None else f"{arm.prep_s:.1f}",
+             "–" if arm.prep_memory is None else f"{arm.prep_memory.peak_gib:.2f} (+{arm.prep_memory.added_gib:.2f})",
              _per_user_cost(arm.rank_s, n), _per_user_cost(arm.serve_s, n),
              _counter(arm, n, "llm_calls"), _counter(arm, n, "prompt_tokens", "completion_tokens"),
              "–" if arm.from_store is None else f"{arm.from_store}/{n}"]
             for arm in variant.arms]
     parts = [f"## {variant.title}", "", f"{n} users. {variant.note}", "",
-             _markdown_table(["ranker", *METRICS, f"Δ{_DELTA_METRIC} vs {baseline.label if baseline else BASELINE}", f"coverage@{TOP_N}",
-                              f"long-tail@{TOP_N}"], quality),
-             "", _markdown_table(["ranker", "backend", "prep s", "rank ms/user", "serve ms/user", "LLM calls/user",
-                                  "tokens/user", "served from store"], cost)]
+             _markdown_table(["ranker", *METRICS, f"Δ{_DELTA_METRIC} vs {baseline.label if baseline else BASELINE}",
+                              f"Δ{_DELTA_METRIC} vs its base", f"coverage@{TOP_N}", f"long-tail@{TOP_N}"], quality),
+             "", _markdown_table(["ranker", "backend", "prep s", "prep peak GiB (+added)", "rank ms/user",
+                                  "serve ms/user", "LLM calls/user", "tokens/user", "served from store"], cost)]
     summaries = [a.summary for a in variant.arms if a.summary]
     if summaries:
         parts += ["", *(f"- {s}" for s in summaries)]
@@ -123,9 +134,10 @@ def _variant_tables(variant: Variant) -> str:
 def write_report(path: Path, chart: Path, command: str, facts: Mapping[str, str], variants: Sequence[Variant]) -> None:
     lines = [f"# sparrow-llm eval, {datetime.now():%Y-%m-%d %H:%M}", "", f"Command: `{command or 'run_eval(...)'}`", ""]
     lines += [f"- {k}: {v}" for k, v in facts.items()]
-    lines += ["", "Leave-last-out by time (protocol: `sparrow_llm/evaluation.py`). Means with 95% bootstrap "
+    lines += ["", "Leave-last-out by time (protocol: `sparrow_llm/evaluation/run.py`). Means with 95% bootstrap "
               "intervals over users; rated movies removed from every list except the host's as-is rows; Δ is "
-              "the paired per-user difference against host-emb; costs are per evaluated user.", ""]
+              "the paired per-user difference against host-emb, and for a reranker against the base it reranks; "
+              "costs are per evaluated user, the preparation's (training) in total.", ""]
     lines += [part for variant in variants for part in (_variant_tables(variant), "")]
     lines += [f"![{', '.join(_CHART_METRICS)} per ranker]({chart.name})", ""]
     path.write_text("\n".join(lines))

@@ -32,17 +32,21 @@ Protocol (leave-last-out by time)
    the host loads that the user never rated (in the full source data). Candidates are put in the
    host's emb order (the movies outside the host's recall after, in the draw's order); plugin rankers
    rank them directly (`UserContext`s with these candidates through `rerank.rank_contexts`, records into
-   a separate store, as the stage cannot serve them), the host's lists are restricted to them. Users
-   whose hidden movie the host does not load are left out.
+   a separate store, as the stage cannot serve them; a reranker reranks its base's top K of them; the
+   catalogue rankers' lists are cut to them), the host's lists are restricted to them. Users whose hidden
+   movie the host does not load are left out.
 5. Metrics: HR@1/5/10, NDCG@5/10 and MRR per user (`metrics.METRICS`), means with 95% percentile
    bootstrap intervals over users (`bootstrap_mean`, the run's seed); the paired difference in
-   NDCG@10 against host-emb (filtered), bootstrapped the same way; coverage of the loaded catalogue and
-   long-tail share (outside the 20% most rated movies, counted in the copy) of the top 10. Cost: wall
-   time per user (producing the records, one-off preparation such as training, and the served
-   request), LLM calls and tokens per user (`RerankSummary.counters`).
+   NDCG@10 against host-emb (filtered), bootstrapped the same way, and for a reranker (a ranker with a
+   `base`) against the base it reranks; coverage of the loaded catalogue and long-tail share (outside the
+   20% most rated movies, counted in the copy) of the top 10. Cost: wall time per user (producing the
+   records and the served request), the one-off preparation such as training (seconds and the peak
+   resident memory of this process meanwhile, `meter.measure`), LLM calls and tokens per user
+   (`RerankSummary.counters`).
 
-Rankers compared: `host-rating`, `host-emb`, and every model of `registry.RANKERS` (`recent`, `llm`,
-`clickprompt` once registered), each after its `registry.PREPARE_STEPS` preparation run over the copy. The
+Rankers compared: `host-rating`, `host-emb`, and every model of `registry.RANKERS` (or those of `--rankers`),
+always with the `popularity` and `ease` baselines (`BASELINES`) and the base of every reranker, each after
+its `registry.PREPARE_STEPS` preparation run over the copy. The
 `llm` ranker uses the zhipuai backend when an API key is configured, else the configured backend
 (`local` by default). Output under `--out` (default `results/eval-<date>`): results.md (the command
 first), results.png, per_user.csv (the hidden movie's rank in every list), and work/ (copy, store,
@@ -64,6 +68,7 @@ from ..bridge.client import BridgeClient
 from ..bridge.host import HostProcess
 from ..candidates import select_users
 from ..config import ConfigError, Settings, StoreSettings
+from ..meter import measure
 from ..pipeline.rerank import run_rerank
 from ..rankers.base import Ranker
 from ..registry import PREPARE_STEPS, make_ranker, prepare_model, ranker_names
@@ -76,11 +81,13 @@ from .report import AS_IS, FILTERED, Arm, Variant, plot, score_variant, write_pe
 from .sampled import sampled_variant
 from .serving import served_lists
 
-__all__ = ["EvalOptions", "EvalResult", "HOST_MODELS", "available_rankers", "run_eval"]
+__all__ = ["EvalOptions", "EvalResult", "HOST_MODELS", "BASELINES", "available_rankers", "run_eval"]
 
 # --rankers name -> the `model` value the host's /getrecforyou is asked for. "rating" is a model the
 # host does not know, which keeps its candidate order: getMovies(800, "rating").
 HOST_MODELS: dict[str, str] = {"host-rating": "rating", "host-emb": "emb"}
+# In every run, on the same copy: the floor every recommender evaluation carries.
+BASELINES = ("popularity", "ease")
 
 
 @dataclass(frozen=True)
@@ -157,16 +164,17 @@ def _host_arms(lists: Mapping[str, dict[int, list[int]]], users: Sequence[EvalUs
 def _plugin_arm(name: str, settings: Settings, client: BridgeClient, store: Store, base_url: str,
                 users: Sequence[EvalUser], progress: bool) -> tuple[Arm, Ranker]:
     """Prepare (over the copy), write records with run_rerank, read back what the stage serves."""
-    started = time.perf_counter()
-    prepare_model(name, settings, progress=progress)
-    prep_s = time.perf_counter() - started if name in PREPARE_STEPS else None
+    with measure() as prep:
+        prepare_model(name, settings, progress=progress)
+    prepared = name in PREPARE_STEPS
     ranker = make_ranker(name, settings, store)
     summary = run_rerank(settings, name, users=[u.user_id for u in users], client=client, store=store,
                          ranker=ranker, progress=progress)
     served, serve_s, from_store = served_lists(base_url, name, users, progress)
     lists = {u.user_id: without(served[u.user_id], u.rated_ids) for u in users}
-    return Arm(name, ranker.backend, lists, rank_s=summary.wall_s, prep_s=prep_s, serve_s=serve_s,
-               counters=dict(summary.counters), from_store=from_store, summary=summary.line()), ranker
+    return Arm(name, ranker.backend, lists, rank_s=summary.wall_s, prep_s=prep.seconds if prepared else None,
+               prep_memory=prep if prepared else None, serve_s=serve_s, counters=dict(summary.counters),
+               from_store=from_store, summary=summary.line(), base=ranker.base), ranker
 
 
 def run_eval(settings: Settings, options: EvalOptions = EvalOptions()) -> EvalResult:
@@ -188,9 +196,10 @@ def run_eval(settings: Settings, options: EvalOptions = EvalOptions()) -> EvalRe
         source = build_movielens_webroot(options.movielens, work / "movielens")
     copy_settings = _copy_settings(settings, work)
     source_ratings, reduced, holdouts = write_eval_copy(source, work / "data", seed=settings.seed)
-    plugins = [n for n in names if n not in HOST_MODELS]
-    # Declared plugin models: a user without a record gets the stage's host fallback, as in production.
-    extra_env = {"SPARROW_LLM_MODELS": ",".join(plugins)} if plugins else {}
+    plugins = [*(b for b in BASELINES if b not in names), *(n for n in names if n not in HOST_MODELS)]
+    # Every registered model declared (a reranker's base joins later): a user without a record gets the
+    # stage's host fallback, as in production.
+    extra_env = {"SPARROW_LLM_MODELS": ",".join(ranker_names())}
     with HostProcess(copy_settings, extra_env=extra_env, log_path=work / "host.log") as host, \
             BridgeClient(copy_settings.bridge) as client:
         store = open_default_store(copy_settings)
@@ -210,10 +219,12 @@ def run_eval(settings: Settings, options: EvalOptions = EvalOptions()) -> EvalRe
         arms = _host_arms(host_lists, users, timing)
         rankers = []
         ranker_settings = _ranker_settings(copy_settings)
-        for name in plugins:
+        for name in plugins:  # grows while it runs: a reranker's base joins it, for the gain over the base
             arm, ranker = _plugin_arm(name, ranker_settings, client, store, host.base_url, users, options.progress)
             arms.append(arm)
             rankers.append(ranker)
+            if ranker.base is not None and ranker.base not in plugins:
+                plugins.append(ranker.base)
         recalled = [u.holdout.movie_id in u.candidate_ids for u in users]
         main = Variant(
             "host", "Host candidates (what users would see)",
@@ -224,8 +235,9 @@ def run_eval(settings: Settings, options: EvalOptions = EvalOptions()) -> EvalRe
         if options.negatives:
             # Its own store: the sampled lists must not replace the records the stage served above.
             sampled_store = open_store(StoreSettings(kind="file", dir=work / "store-sampled"))
-            variants.append(sampled_variant(users, source_ratings, catalogue, host_lists, rankers, store,
-                                             sampled_store, options.negatives, settings.seed, batch, options.progress))
+            variants.append(sampled_variant(users, source_ratings, catalogue, host_lists, rankers, ranker_settings,
+                                            store, sampled_store, options.negatives, settings.seed, batch,
+                                            options.progress))
     wall_s = time.perf_counter() - started
     popularity = {m: meta.rating_number for m, meta in catalogue.items()}
     facts = {

@@ -9,7 +9,8 @@ import pandas as pd
 
 from .. import schema
 from ..domain import MovieMeta, UserContext, served_order
-from ..pipeline.rerank import RerankSummary, rank_contexts
+from ..config import Settings
+from ..pipeline.rerank import RerankSummary, base_ranker, rank_contexts
 from ..progress import progress_bar
 from ..rankers.base import Ranker
 from ..store import Store
@@ -31,29 +32,33 @@ def _sampled_candidates(user: EvalUser, never_rated: np.ndarray, negatives: int,
     return served_order((m for m in user.candidate_ids if m in pool), mixed)
 
 
-def _rank_sampled(ranker: Ranker, contexts: Sequence[UserContext], store: Store, batch: int,
+def _rank_sampled(ranker: Ranker, base: Ranker | None, contexts: Sequence[UserContext], store: Store, batch: int,
                   progress: bool) -> tuple[dict[int, list[int]], RerankSummary]:
-    """Rank as `run_rerank` does (records into `store`, failures counted), then read each record back
-    and fill it up with the rest of the candidates, as the stage fills a record with the host's order."""
+    """Rank as `run_rerank` does (records into `store`, failures counted, a reranker on its base's top K),
+    then read each record back, keep its candidates (a catalogue ranker's record holds other movies too) and
+    fill it up with the rest of the candidates, as the stage fills a record with the host's order."""
     summary = RerankSummary(model=ranker.name)
     started = time.perf_counter()
     with progress_bar(total=len(contexts), desc=f"rank {ranker.name} (sampled)", unit="user", enabled=progress) as bar:
         for start in range(0, len(contexts), batch):
             chunk = list(contexts[start:start + batch])
-            rank_contexts(ranker, chunk, store, summary)
+            rank_contexts(ranker, chunk, store, summary, base=base)
             summary.users += len(chunk)
             bar.update(len(chunk))
     summary.wall_s = time.perf_counter() - started
     lists = {}
     for ctx in contexts:
         record = store.get_record(ranker.name, ctx.user_id)
-        lists[ctx.user_id] = served_order(record.movie_ids if record else (), ctx.candidate_ids)
+        pool = set(ctx.candidate_ids)
+        lists[ctx.user_id] = served_order([m for m in record.movie_ids if m in pool] if record else (),
+                                          ctx.candidate_ids)
     return lists, summary
 
 
 def sampled_variant(users: Sequence[EvalUser], source_ratings: pd.DataFrame, catalogue: Mapping[int, MovieMeta],
-                     host_lists: Mapping[str, dict[int, list[int]]], rankers: Sequence[Ranker], store: Store,
-                     sampled_store: Store, negatives: int, seed: int, batch: int, progress: bool) -> Variant:
+                    host_lists: Mapping[str, dict[int, list[int]]], rankers: Sequence[Ranker], settings: Settings,
+                    store: Store, sampled_store: Store, negatives: int, seed: int, batch: int,
+                    progress: bool) -> Variant:
     rated_ever = source_ratings.groupby(schema.COL_USER)[schema.COL_MOVIE].agg(set)
     loaded = np.array(sorted(catalogue))
     kept = [u for u in users if u.holdout.movie_id in catalogue]
@@ -66,9 +71,10 @@ def sampled_variant(users: Sequence[EvalUser], source_ratings: pd.DataFrame, cat
     for ranker in rankers:
         contexts = [UserContext(u.user_id, u.ratings, tuple(candidates[u.user_id]), catalogue,
                                 store.get_profile(u.user_id)) for u in kept]
-        lists, summary = _rank_sampled(ranker, contexts, sampled_store, batch, progress)
+        lists, summary = _rank_sampled(ranker, base_ranker(ranker, settings, store), contexts, sampled_store, batch,
+                                       progress)
         arms.append(Arm(ranker.name, ranker.backend, lists, rank_s=summary.wall_s, counters=dict(summary.counters),
-                        summary=summary.line()))
+                        summary=summary.line(), base=ranker.base))
     left_out = len(users) - len(kept)
     return Variant(
         "sampled", f"Sampled negatives (hidden + {negatives}, PALR/LlamaRec protocol)",

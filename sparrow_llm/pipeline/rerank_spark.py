@@ -24,7 +24,7 @@ from ..progress import progress_bar
 from ..registry import make_ranker
 from ..spark import session, task_progress
 from ..store import Store, open_default_store
-from .rerank import RerankSummary, rank_contexts
+from .rerank import RerankSummary, base_ranker, rank_contexts
 
 __all__ = ["run_rerank_spark"]
 
@@ -34,13 +34,14 @@ def _rerank_partition(settings: Settings, model: str, store: Store | None, movie
     """One partition of the rerank job, in an executor: its ranker once, then `run_rerank`'s batches."""
     store = store or open_default_store(settings)
     ranker = make_ranker(model, settings, store)
+    base = base_ranker(ranker, settings, store)
     movies = movies_bc.value
     summary = RerankSummary(model=ranker.name)
     batch = max(1, settings.bridge.batch_users)
     try:
         contexts = iter(contexts)
         while chunk := [dataclasses.replace(c, movies=movies) for c in itertools.islice(contexts, batch)]:
-            rank_contexts(ranker, chunk, store, summary, keep_fresh_s=settings.store.max_age_s)
+            rank_contexts(ranker, chunk, store, summary, keep_fresh_s=settings.store.max_age_s, base=base)
     finally:
         store.close()
     yield summary

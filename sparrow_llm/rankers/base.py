@@ -16,6 +16,8 @@ class Ranker(Protocol):
     version: str
     needs_emb: bool  # whether contexts must carry item2vec vectors
     candidate_source: str
+    base: str | None  # the registered ranker whose top `base_k` it reranks; None: the host's candidates
+    base_k: int
 
     def rank(self, ctx: UserContext) -> Ranking | None:
         """None when there is nothing to rank on (the stage then serves the host's order)."""
@@ -31,6 +33,8 @@ class BaseRanker:
     version: str
     needs_emb = False
     candidate_source = "host"  # what the bridge recalls for it
+    base: str | None = None  # a registered ranker's name: `pipeline.rerank.rank_contexts` composes the two
+    base_k = 20
 
     def rank(self, ctx: UserContext) -> Ranking | None:
         raise NotImplementedError

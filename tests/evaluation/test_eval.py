@@ -141,8 +141,10 @@ def test_end_to_end_writes_a_table_row_per_ranker_with_intervals_and_a_chart(eva
     report = (out / "results.md").read_text()
     assert f"Command: `sparrow-llm {' '.join(argv)}`" in report.splitlines()[2]
     interval = r"\d\.\d{3} \[-?\d\.\d{3}, \d\.\d{3}\]"
-    for variant, labels in (("## Host candidates", ("host-emb (as-is)", "host-emb (filtered)", "recent")),
-                            ("## Sampled negatives", ("host-emb", "recent"))):
+    # popularity and ease are in every run, asked for or not.
+    for variant, labels in (("## Host candidates", ("host-emb (as-is)", "host-emb (filtered)", "popularity", "ease",
+                                                    "recent")),
+                            ("## Sampled negatives", ("host-emb", "popularity", "ease", "recent"))):
         section = report.split(variant)[1].split("\n## ")[0]
         assert "15 users" in section or "users are left out" in section
         quality = [line for line in section.splitlines() if re.match(rf"\| [^|]+ \| {interval} +\|", line)]
@@ -153,7 +155,9 @@ def test_end_to_end_writes_a_table_row_per_ranker_with_intervals_and_a_chart(eva
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     per_user = pd.read_csv(out / "per_user.csv")
     assert per_user[per_user["variant"] == "host"].groupby("ranker").size().to_dict() == {
-        "host-emb (as-is)": 15, "host-emb (filtered)": 15, "recent": 15}
+        "host-emb (as-is)": 15, "host-emb (filtered)": 15, "popularity": 15, "ease": 15, "recent": 15}
+    # Training is part of the cost rows: seconds and peak memory of the preparation.
+    assert re.search(r"\| ease\s+\| retrieval\s+\| \d+\.\d\s+\| \d\.\d\d \(\+\d\.\d\d\)\s+\|", report)
 
 
 def test_the_hidden_movie_never_reaches_the_copy_or_the_host(evaluated, tiny_source, tmp_path):

@@ -16,12 +16,17 @@ Modules, one per concern:
   model          `ClickPromptConfig`; CTR backbones (DCNv2, DeepFM) in `BACKBONES`; `PromptGenerator`;
                  the PLM with prefixes through a `transformers.DynamicCache` (see model.py's docstring);
                  `MLMHead`; `ClickPrompt` with forward/loss/predict/mlm_loss and safetensors checkpoints.
-  metrics        AUC and log loss.
   train          `prepare_data` / `prepare_split`, `pretrain` (PA-MLM), `finetune` (early stopping on
-                 validation AUC), `evaluate`, `evaluate_table`, `train_table`.
-  score          `ClickPromptScorer`: one user's candidates scored from the user's whole history.
-  checkpoint     the serving checkpoint of a data folder (`prepare_clickprompt`), keyed by its content.
-  ranker         `ClickPromptRanker`, the `clickprompt` model.
+                 validation AUC, or a validation of the caller's), `evaluate`, `evaluate_table`, `train_table`.
+  ranking        the ranking task: every rating a click, sampled unrated movies as non-clicks, validation on
+                 each user's held-out last liked movie ranked among the catalogue (NDCG@10).
+  pairs          `PairScorer`: DCNv2 over (user, candidate) pairs, its first layers once per user / movie.
+  score          `ClickPromptScorer`: candidates scored from the user's whole history, one user (`score`, the
+                 samples as training builds them) or a whole batch (`score_many`, the same values, vectorised).
+  checkpoint     the serving checkpoint of a data folder (`prepare_clickprompt`), keyed by its content: the
+                 ranking task, PA-MLM then a CTR-only fine-tune.
+  ranker         `ClickPromptRanker`, the `clickprompt` model: reranks the base ranker's top K (or the host's
+                 candidates), fused with the base's scores (or the host's order).
   experiments    the paths of `sparrow-llm clickprompt pretrain|finetune|eval`.
 
 Fusion modes (`ClickPromptConfig.fusion`, the registry `FUSIONS`):

@@ -1,9 +1,10 @@
 """The checkpoint the `clickprompt` ranker serves for a data folder, trained when missing.
 
-`prepare_clickprompt` trains on that folder's ratings.csv / movies.csv only (a short PA-MLM, then a CTR-only
-fine-tune from it) and keeps the result under `<work dir>/clickprompt/<hash of the two files>/`, reused while
-they are unchanged. The evaluation harness hands over a copy with hidden ratings removed: its hash differs, so
-nothing trained on the full data is ever reused there.
+`prepare_clickprompt` trains on that folder's ratings.csv / movies.csv only and keeps the result under
+`<work dir>/clickprompt/<hash of the two files>/<recipe>/`, reused while they are unchanged. The evaluation
+harness hands over a copy with hidden ratings removed: its hash differs, so nothing trained on the full data is
+ever reused there. The model is trained to rank (`ranking`: every rating a click, sampled unrated movies as
+non-clicks): a short PA-MLM over some of those samples, then a CTR-only fine-tune from it.
 """
 from __future__ import annotations
 
@@ -17,47 +18,59 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-import numpy as np
 import pandas as pd
 import torch
 
 from ...config import ConfigError, Settings
 from ...datafolder import data_key, file_hash, read_data_folder
 from .model import CONFIG_FILE, WEIGHTS_FILE, ClickPromptConfig
-from .train import TrainOptions, finetune, prepare_data, pretrain
+from .ranking import NegativeSampling, prepare_ranking_data, with_text
+from .train import FitResult, TrainOptions, finetune, pretrain
 
 __all__ = ["checkpoint_version", "default_checkpoint", "prepare_clickprompt", "prepare", "serving_checkpoint",
-           "torch_threads", "CHECKPOINTS_DIR", "TRAINING_FILE", "EVAL_EVERY", "PATIENCE"]
+           "train_recipe", "torch_threads", "Recipe", "RECIPES", "CHECKPOINTS_DIR", "TRAINING_FILE", "EVAL_EVERY",
+           "PATIENCE"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "clickprompt"  # under the work dir
-# Validation every 40 steps, stop after 2 without a gain: on the full fixture every model peaks inside its
-# first epoch, so epoch-end checks alone miss the best point. The CLI's, the bench's and prepare's defaults.
+# The rating task's validation (the AUC table): every 40 steps, stop after 2 without a gain: on the full fixture
+# every model peaks inside its first epoch, so epoch-end checks alone miss the best point. The CLI's and the
+# bench's defaults (the serving recipe's ranking task has its own, `Recipe`).
 EVAL_EVERY = 40
 PATIENCE = 2
 TRAINING_FILE = "training.json"  # what prepare_clickprompt trained on, beside the checkpoint
 
 
 @dataclass(frozen=True)
-class _Recipe:
-    """How `prepare_clickprompt` trains: PA-MLM for `pretrain_steps` (None: one whole epoch), validated on
-    `pretrain_valid` samples (None: all; a one-epoch run only reports it, so a sample is enough), then a
-    CTR-only fine-tune from it, validated on the whole validation split every `eval_every` steps (a CTR model
-    on the full fixture peaks inside its first epoch) and stopped after `patience` checks without a gain."""
+class Recipe:
+    """How `prepare_clickprompt` trains: ranking samples with `negatives` draws per rating at popularity exponent
+    `alpha` (`ranking.NegativeSampling`) for a CTR model with the `backbone`; PA-MLM for `pretrain_steps` (None:
+    one whole epoch; 0: none, the CTR model starts from scratch), validated on `pretrain_valid` samples (None:
+    all); then a CTR-only fine-tune validated (`ranking.RankingValidation`: NDCG@10 of each user's held-out last
+    liked movie) every `eval_every` steps, stopped after `patience` checks without a gain.
+
+    The defaults were chosen on validation users (bench/bench_clickprompt_ranking.py, the README's numbers):
+    DeepFM over DCNv2 (its FM term pairs the candidate with the user's recent movies directly), alpha 0.5 over 0
+    (as accurate, more coverage) and 1, 4 negatives over 8 and 16; checks every 200 steps with patience 3, as
+    NDCG@10 over ~460 users is noisy from one check to the next and peaks within 1-2 epochs."""
 
     name: str  # the checkpoint folder
     pretrain_steps: int | None
     pretrain_valid: int | None
-    finetune_epochs: int = 3
-    eval_every: int = EVAL_EVERY
-    patience: int = PATIENCE
+    finetune_epochs: int = 5
+    eval_every: int = 200
+    patience: int = 3
+    negatives: int = 4
+    alpha: float = 0.5
+    backbone: str = "deepfm"
 
 
-# quick: ~60 PA-MLM steps of 64 samples (~2 s each on one core) keep the whole run near 2-3 minutes.
-_RECIPES = {True: _Recipe("ctr-after-pamlm-quick", 60, 512), False: _Recipe("ctr-after-pamlm", None, None)}
+# quick: ~60 PA-MLM steps of 64 samples (~2 s each on one core) keep the whole run near 3-4 minutes; full:
+# 400 steps (~15 minutes), a whole epoch of ~100k ranking samples being ~50 minutes.
+RECIPES = {True: Recipe("rank-after-pamlm-quick", 60, 512), False: Recipe("rank-after-pamlm", 400, None)}
 
 
 def checkpoint_version(checkpoint: Path | str) -> str:
@@ -69,7 +82,7 @@ def checkpoint_version(checkpoint: Path | str) -> str:
 def default_checkpoint(settings: Settings, *, quick: bool = True) -> Path:
     """`<work dir>/clickprompt/<data_key(data folder)>/ctr-after-pamlm[-quick]`: one per data content."""
     return (settings.host.work_dir / CHECKPOINTS_DIR / data_key(settings.host.data_webroot)
-            / _RECIPES[quick].name)
+            / RECIPES[quick].name)
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -87,42 +100,53 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def train_recipe(ratings: pd.DataFrame, movies: pd.DataFrame, recipe: Recipe, out_dir: Path, *, seed: int,
+                 progress: bool = True) -> tuple[FitResult, dict[str, Any]]:
+    """Train `recipe` on `ratings` into `out_dir/model` (PA-MLM, when it has one, into `out_dir/pretrain`): the
+    fine-tune's result and what the training file records."""
+    config = ClickPromptConfig(fusion="prefix_add", backbone=recipe.backbone, seed=seed)
+    ranking = prepare_ranking_data(ratings, movies, NegativeSampling(recipe.negatives, recipe.alpha, seed), config)
+    data = ranking.data
+    info: dict[str, Any] = {"train_samples": len(data.train), "valid_users": len(ranking.validation.targets)}
+    init_from = None
+    if recipe.pretrain_steps != 0:
+        batch = TrainOptions.batch_size
+        rows = None if recipe.pretrain_steps is None else recipe.pretrain_steps * batch
+        # Small validation batches: PA-MLM's validation holds vocabulary-wide logits of every masked token
+        # (~0.3 GB per 256 samples, twice with the softmax), which set this run's peak memory.
+        pre = pretrain(config, with_text(data, config, rows, recipe.pretrain_valid, seed), out_dir / "pretrain",
+                       TrainOptions(epochs=1, max_steps_per_epoch=recipe.pretrain_steps, eval_batch_size=64,
+                                    progress=progress))
+        init_from = pre.checkpoint
+        info.update(pretrain_seconds=pre.history[0]["train_seconds"], valid_mlm_loss=pre.history[0]["valid_mlm_loss"])
+    fit = finetune(config.replace(fusion="ctr"), data, out_dir / "model",
+                   TrainOptions(epochs=recipe.finetune_epochs, eval_every=recipe.eval_every, patience=recipe.patience,
+                                progress=progress), init_from=init_from, validate=ranking.validate)
+    best = fit.best_entry
+    info.update(valid_ndcg=best["valid_ndcg"], valid_auc=best["valid_auc"], best_step=best["step"])
+    return fit, info
+
+
 def prepare_clickprompt(settings: Settings, *, checkpoint: Path | str | None = None, quick: bool = True,
                         progress: bool = True, threads: int | None = 1) -> Path:
     """The serving checkpoint for the data folder, trained now if it does not exist yet (`default_checkpoint`,
-    or `checkpoint`): PA-MLM on the folder's samples (a short run when `quick`), then a CTR-only fine-tune
-    from it. Training happens in a temporary folder renamed into place, so an interrupted run leaves nothing
-    that a later call would take for a checkpoint."""
+    or `checkpoint`) by `RECIPES[quick]`. Training happens in a temporary folder renamed into place, so an
+    interrupted run leaves nothing that a later call would take for a checkpoint."""
     dest = Path(checkpoint) if checkpoint is not None else default_checkpoint(settings, quick=quick)
     if _is_checkpoint(dest):
         return dest
-    recipe = _RECIPES[quick]
+    recipe = RECIPES[quick]
     started = time.perf_counter()
     ratings, movies = read_data_folder(settings.host.data_webroot)
-    config = ClickPromptConfig(fusion="prefix_add", seed=settings.seed)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
         with torch_threads(threads):
-            data = prepare_data(ratings, movies, config)
-            pretrain_data = data
-            if recipe.pretrain_valid is not None and recipe.pretrain_valid < len(data.valid):
-                rows = np.random.default_rng(settings.seed).choice(len(data.valid), recipe.pretrain_valid, replace=False)
-                pretrain_data = dataclasses.replace(data, valid=data.valid.subset(np.sort(rows)))
-            # Small validation batches: PA-MLM's validation holds vocabulary-wide logits of every masked token
-            # (~0.3 GB per 256 samples, twice with the softmax), which set this run's peak memory.
-            pre = pretrain(config, pretrain_data, staging / "pretrain",
-                           TrainOptions(epochs=1, max_steps_per_epoch=recipe.pretrain_steps, eval_batch_size=64,
-                                        progress=progress))
-            fit = finetune(config.replace(fusion="ctr"), data, staging / "model",
-                           TrainOptions(epochs=recipe.finetune_epochs, eval_every=recipe.eval_every,
-                                        patience=recipe.patience, progress=progress), init_from=pre.checkpoint)
-        best = fit.best_entry
+            fit, info = train_recipe(ratings, movies, recipe, staging, seed=settings.seed, progress=progress)
         (fit.checkpoint / TRAINING_FILE).write_text(json.dumps({
             "recipe": dataclasses.asdict(recipe), "data_folder": str(settings.host.data_webroot),
-            "data_key": data_key(settings.host.data_webroot), "train_samples": len(data.train),
-            "pretrain_seconds": pre.history[0]["train_seconds"], "valid_mlm_loss": pre.history[0]["valid_mlm_loss"],
-            "valid_auc": best["valid_auc"], "best_step": best["step"], "wall_s": time.perf_counter() - started,
+            "data_key": data_key(settings.host.data_webroot), "seed": settings.seed, **info,
+            "wall_s": time.perf_counter() - started,
         }, indent=2))
         try:
             os.replace(fit.checkpoint, dest)
@@ -131,8 +155,8 @@ def prepare_clickprompt(settings: Settings, *, checkpoint: Path | str | None = N
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("clickprompt: trained %s in %.0f s (valid AUC %.4f)", dest, time.perf_counter() - started,
-             best["valid_auc"])
+    log.info("clickprompt: trained %s in %.0f s (valid NDCG@10 %.4f)", dest, time.perf_counter() - started,
+             info["valid_ndcg"])
     return dest
 
 
@@ -147,7 +171,7 @@ def prepare(settings: Settings, progress: bool = True, *, quick: bool = True) ->
     else:
         info = json.loads((path / TRAINING_FILE).read_text())
         line = (f"clickprompt: trained {path} on {info['train_samples']} samples in {time.perf_counter() - started:.0f} s "
-                f"(valid AUC {info['valid_auc']:.4f})")
+                f"(validation: NDCG@10 {info['valid_ndcg']:.4f} over {info['valid_users']} users, AUC {info['valid_auc']:.4f})")
     return line
 
 

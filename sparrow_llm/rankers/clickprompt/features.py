@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Collection, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,11 +72,15 @@ class FeatureSpace:
     def field_names(self) -> tuple[str, ...]:
         return tuple(c for c, _ in CATEGORICAL_FIELDS) + NUMERIC_FIELDS
 
-    def encode(self, samples: pd.DataFrame) -> np.ndarray:
-        """int64 [n, fields]: each field's row in its table, OOV for unknown or missing."""
+    def encode(self, samples: pd.DataFrame, only: Collection[str] | None = None) -> np.ndarray:
+        """int64 [n, fields]: each field's row in its table, OOV for unknown or missing. `only`: just these
+        fields (in `field_names()` order; serving encodes the user's and the movie's fields apart)."""
         lookups = {name: pd.Index(keys) for name, keys in self.vocabs.items()}
-        columns = [lookups[table].get_indexer(samples[col].astype(object)) + 1 for col, table in CATEGORICAL_FIELDS]
+        columns = [lookups[table].get_indexer(samples[col].astype(object)) + 1 for col, table in CATEGORICAL_FIELDS
+                   if only is None or col in only]
         for col in NUMERIC_FIELDS:
+            if only is not None and col not in only:
+                continue
             values = samples[col].to_numpy(dtype=np.float64, na_value=np.nan)
             bucket = np.searchsorted(np.asarray(self.edges[col]), values, side="right") + 1
             columns.append(np.where(np.isfinite(values), bucket, OOV))

@@ -1,4 +1,5 @@
-"""`clickprompt`: a user's unrated candidates by the ClickPrompt checkpoint's predicted click probability."""
+"""`clickprompt`: a user's unrated candidates by the ClickPrompt checkpoint's predicted click probability, fused
+with the ranking the candidates came with: the base ranker's scores, or else the host's order."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,59 +15,100 @@ from .checkpoint import checkpoint_version, serving_checkpoint
 from .schema import VOCAB_MOVIE, VOCAB_USER
 from .score import ClickPromptScorer
 
-__all__ = ["ClickPromptRanker", "from_settings"]
+__all__ = ["ClickPromptRanker", "from_settings", "fuse", "BASE_WEIGHT", "ORDER_WEIGHT"]
+
+# Weights of the upstream ranking against the CTR model in `fuse`, chosen on validation users (the best NDCG@10
+# of bench/bench_clickprompt_ranking.py): the base ranker's scores when the candidates carry them, else the
+# candidates' own order (the host's), scored -log2(position + 2) as NDCG discounts it.
+BASE_WEIGHT = 0.75
+ORDER_WEIGHT = 0.1
+_UNSEEN = "; movie new to the model"
 
 
 class ClickPromptRanker(BaseRanker):
-    """The user's unrated host candidates by predicted click probability (ties keep the host's order).
+    """The user's unrated candidates (the host's, or a base ranker's top K) by predicted click probability, fused
+    per user with the ranking they came in (`fuse`): `ctx.base_scores` at `base_weight`, else the candidates'
+    order at `order_weight`; ties keep the candidates' order.
 
     `use_plm=False` serves the CTR model alone (ClickPrompt's CTR-only deployment: a `ctr` or `prefix_add`
-    checkpoint); `use_plm=True` runs the checkpoint as trained, MiniLM included (~10 ms per candidate on
-    one core: `max_candidates` then keeps it to the first host candidates; the stage serves the rest after
-    them in the host's order). A user without history and movies the model never saw score too (their
-    vocabulary rows are the trained "unknown" ones).
+    checkpoint); `use_plm=True` runs the checkpoint as trained, MiniLM included (~10 ms per candidate on one core:
+    `max_candidates` then keeps it to the first candidates; the stage serves the rest after them in the
+    candidates' order). A user without history and movies the model never saw score too (their vocabulary rows
+    are the trained "unknown" ones).
     """
 
     name = "clickprompt"
 
     def __init__(self, checkpoint: Path | str, *, use_plm: bool = False, max_candidates: int | None = None,
-                 batch_size: int = 256):
+                 batch_size: int = 1024, base_weight: float = BASE_WEIGHT, order_weight: float = ORDER_WEIGHT):
         if max_candidates is not None and max_candidates < 1:
             raise ValueError("max_candidates must be >= 1")
+        if not (0.0 <= base_weight <= 1.0 and 0.0 <= order_weight <= 1.0):
+            raise ValueError(f"base_weight and order_weight must be in [0, 1], got {base_weight}, {order_weight}")
         self.checkpoint = Path(checkpoint)
         self.scorer = ClickPromptScorer(self.checkpoint, use_plm=use_plm, batch_size=batch_size)
         self.backend = "clickprompt-plm" if use_plm else "clickprompt-ctr"
         self.version = checkpoint_version(self.checkpoint)
         self.max_candidates = max_candidates
+        self.base_weight, self.order_weight = base_weight, order_weight
         space = self.scorer.model.space
         self._known_movies = frozenset(space.vocabs[VOCAB_MOVIE])
         self._known_users = frozenset(space.vocabs[VOCAB_USER])
 
     def rank(self, ctx: UserContext) -> Ranking | None:
-        candidates = ctx.unrated_candidates()[: self.max_candidates]
-        if not candidates:
-            return None
-        # Rounded before sorting, so equal stored scores are exactly the ties that keep the host's order.
-        scores = np.round(self.scorer.score(ctx.ratings, candidates, ctx.movies, user_id=ctx.user_id), 6)
-        order = np.argsort(-scores, kind="stable")
-        items = tuple(RankedItem(candidates[i], float(scores[i]), self._reason(candidates[i], scores[i]))
-                      for i in order)
-        return Ranking(items, {"history": len(ctx.ratings), "known_user": ctx.user_id in self._known_users,
-                               "scored": len(candidates)})
+        return self.rank_many([ctx])[0]
 
     def rank_many(self, contexts: Sequence[UserContext]) -> list[Ranking | None]:
-        # One scorer call per user: features are built per user anyway; ~30 ms a user with 800 candidates
-        # (the CTR model ~8 ms of it), 33 users/s on one core.
-        return [self.rank(ctx) for ctx in contexts]
+        """The whole batch in one scorer call per movie table (contexts of one bulk fetch share theirs)."""
+        candidates = [ctx.unrated_candidates()[: self.max_candidates] for ctx in contexts]
+        groups: dict[int, list[int]] = {}
+        for i, ctx in enumerate(contexts):
+            if candidates[i]:
+                groups.setdefault(id(ctx.movies), []).append(i)
+        probs: dict[int, np.ndarray] = {}
+        for rows in groups.values():
+            queries = [(contexts[i].user_id, contexts[i].ratings, candidates[i]) for i in rows]
+            probs.update(zip(rows, self.scorer.score_many(queries, contexts[rows[0]].movies)))
+        return [self._ranking(ctx, candidates[i], probs[i]) if i in probs else None for i, ctx in enumerate(contexts)]
 
-    def _reason(self, movie_id: int, score: float) -> str:
-        # Only what is true of the prediction: its value, and that an unseen movie scored from its genres,
-        # year and statistics alone.
-        unseen = "" if movie_id in self._known_movies else "; movie new to the model"
-        return f"p(click)={score:.2f}{unseen}"
+    def _ranking(self, ctx: UserContext, candidates: list[int], probs: np.ndarray) -> Ranking:
+        if ctx.base_scores:
+            lowest = min(ctx.base_scores.values())  # a candidate the base did not score ranks as its lowest
+            upstream = np.array([ctx.base_scores.get(m, lowest) for m in candidates], dtype=np.float64)
+            weight, source = self.base_weight, "base"
+        else:
+            upstream = -np.log2(np.arange(len(candidates)) + 2.0)
+            weight, source = self.order_weight, "order"
+        # Rounded before sorting, so equal stored scores are exactly the ties that keep the candidates' order.
+        scores = np.round(fuse(probs, upstream, weight) if weight else probs, 6)
+        order = np.argsort(-scores, kind="stable")
+        # Python floats and no call per item: ~700 items a user cost as much as scoring them otherwise.
+        ids, stored, shown = np.asarray(candidates)[order].tolist(), scores[order].tolist(), np.round(probs[order], 6).tolist()
+        known = self._known_movies
+        # Only what is true of the prediction: its value, and that an unseen movie scored from its genres, year
+        # and statistics alone.
+        items = tuple(RankedItem(m, s, f"p(click)={p:.2f}" if m in known else f"p(click)={p:.2f}{_UNSEEN}")
+                      for m, s, p in zip(ids, stored, shown))
+        return Ranking(items, {"history": len(ctx.ratings), "known_user": ctx.user_id in self._known_users,
+                               "scored": len(candidates), "fused_with": source if weight else None})
+
+
+def fuse(probs: np.ndarray, base: np.ndarray, weight: float) -> np.ndarray:
+    """`weight` * z(base) + (1 - `weight`) * z(logit(probs)), z standardising over one user's candidates (a
+    constant score standardises to 0): the two rankers' scales never meet, only their spreads."""
+    logits = np.log(np.clip(probs, 1e-12, None)) - np.log(np.clip(1.0 - probs, 1e-12, None))
+    return weight * _standardised(base) + (1.0 - weight) * _standardised(logits)
+
+
+def _standardised(x: np.ndarray) -> np.ndarray:
+    std = x.std()
+    return (x - x.mean()) / std if std > 0 else np.zeros_like(x)
 
 
 def from_settings(settings: Settings, store: Store | None = None, *,
-                            checkpoint: Path | str | None = None, use_plm: bool = False) -> ClickPromptRanker:
-    """The registry's factory over `serving_checkpoint`. The store is not used (the model keeps no cache)."""
-    return ClickPromptRanker(serving_checkpoint(settings, checkpoint), use_plm=use_plm)
+                  checkpoint: Path | str | None = None, use_plm: bool = False) -> ClickPromptRanker:
+    """The registry's factory over `serving_checkpoint`, reranking the top `settings.base_k` of `settings.base`
+    (None: the host's candidates). The store is not used (the model keeps no cache)."""
+    ranker = ClickPromptRanker(serving_checkpoint(settings, checkpoint), use_plm=use_plm)
+    ranker.base, ranker.base_k = settings.base, settings.base_k
+    return ranker

@@ -31,13 +31,14 @@ from .schema import (
     COL_GENRES, COL_LABEL, COL_MOVIE, COL_MOVIE_AVG_RATING, COL_MOVIE_RATING_COUNT, COL_MOVIE_RATING_STDDEV,
     COL_RATING, COL_RELEASE_YEAR, COL_TIMESTAMP, COL_TITLE, COL_USER, COL_USER_AVG_RATING,
     COL_USER_AVG_RELEASE_YEAR, COL_USER_RATING_COUNT, COL_USER_RATING_STDDEV, COL_USER_RELEASE_YEAR_STDDEV,
-    LIKED_RATING, MOVIE_GENRES, MOVIE_STAT_COLUMNS, NO_GENRES, SAMPLE_COLUMNS, SAMPLE_DTYPES, USER_GENRES,
-    USER_RATED_MOVIES,
+    LIKED_RATING, MOVIE_FIELDS, MOVIE_GENRES, MOVIE_STAT_COLUMNS, NO_GENRES, SAMPLE_COLUMNS, SAMPLE_DTYPES,
+    USER_FIELDS, USER_GENRES, USER_RATED_MOVIES,
 )
 
 __all__ = [
     "Split", "movie_catalog", "build_samples", "time_split", "read_host_samples", "movie_stats_now",
-    "candidate_samples", "history_frame", "read_sample_splits", "SPLIT_NAMES",
+    "candidate_samples", "samples_at", "user_rows", "movie_rows", "history_frame", "read_sample_splits",
+    "SPLIT_NAMES",
 ]
 
 # "Now" for a query: later than any history row.
@@ -83,10 +84,42 @@ def candidate_samples(user_id: int, history: pd.DataFrame, candidate_ids: Iterab
     history = history_frame(history.assign(**{COL_USER: user_id}))
     candidates = np.fromiter((int(c) for c in candidate_ids), dtype=np.int64)
     queries = pd.DataFrame({COL_MOVIE: candidates, COL_USER: np.full(len(candidates), user_id, dtype=np.int64)})
-    stats = movie_stats.reindex(candidates).reset_index(drop=True)
-    stats[COL_MOVIE_RATING_COUNT] = stats[COL_MOVIE_RATING_COUNT].fillna(0)
     return _assemble(queries, np.full(len(candidates), np.nan), np.full(len(candidates), _NOW),
-                     catalog, stats, history)
+                     catalog, _snapshot(movie_stats, candidates), history)
+
+
+def samples_at(history: pd.DataFrame, user_ids: np.ndarray, movie_ids: np.ndarray, ts: np.ndarray,
+               catalog: pd.DataFrame) -> pd.DataFrame:
+    """Samples of (user, movie) pairs as of each pair's `ts`: every feature from `history` rows strictly
+    before it, as `build_samples` computes them for a rating; rating and label are missing."""
+    history = history_frame(history)
+    movie_ids, ts = np.asarray(movie_ids, dtype=np.int64), np.asarray(ts, dtype=np.int64)
+    queries = pd.DataFrame({COL_MOVIE: movie_ids, COL_USER: np.asarray(user_ids, dtype=np.int64)})
+    return _assemble(queries, np.full(len(queries), np.nan), ts, catalog, _movie_stats(history, movie_ids, ts),
+                     history)
+
+
+def user_rows(history: pd.DataFrame, keys: np.ndarray, user_ids: np.ndarray, catalog: pd.DataFrame) -> pd.DataFrame:
+    """`USER_FIELDS` of many users as of now, one row each: `history` rows carry `keys` in its userId column
+    (one key per user, so a user listed twice keeps two histories), userId is set to `user_ids`."""
+    features = _user_features(history_frame(history), np.asarray(keys, dtype=np.int64), np.full(len(keys), _NOW),
+                              catalog)
+    frame = pd.DataFrame({COL_USER: np.asarray(user_ids, dtype=np.int64),
+                          **{c: features[c] for c in USER_FIELDS[1:]}})
+    return frame.astype({c: SAMPLE_DTYPES[c] for c in USER_FIELDS})
+
+
+def movie_rows(movie_ids: np.ndarray, catalog: pd.DataFrame, movie_stats: pd.DataFrame) -> pd.DataFrame:
+    """`MOVIE_FIELDS` of movies as of the `movie_stats` snapshot (`movie_stats_now`), one row each."""
+    frame = pd.DataFrame(_movie_columns(np.asarray(movie_ids, dtype=np.int64), catalog, _snapshot(movie_stats, movie_ids)))
+    return frame.astype({c: SAMPLE_DTYPES[c] for c in MOVIE_FIELDS})
+
+
+def _snapshot(movie_stats: pd.DataFrame, movie_ids: np.ndarray) -> pd.DataFrame:
+    """The snapshot's statistics of `movie_ids`; a movie it lacks has 0 ratings and NaN mean and stddev."""
+    stats = movie_stats.reindex(np.asarray(movie_ids, dtype=np.int64)).reset_index(drop=True)
+    stats[COL_MOVIE_RATING_COUNT] = stats[COL_MOVIE_RATING_COUNT].fillna(0)
+    return stats
 
 
 def history_frame(ratings: pd.DataFrame) -> pd.DataFrame:
@@ -105,21 +138,23 @@ def history_frame(ratings: pd.DataFrame) -> pd.DataFrame:
 def _assemble(queries: pd.DataFrame, rating: np.ndarray, ts: np.ndarray, catalog: pd.DataFrame,
               movie_stats: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """The host's columns for `queries` (movieId, userId), features as of `ts` (`_NOW` = after all history)."""
-    movie_ids = queries[COL_MOVIE].to_numpy()
-    known = catalog.reindex(movie_ids)
-    genres = _pad([g if isinstance(g, tuple) else () for g in known[COL_GENRES]], len(MOVIE_GENRES))
     label = pd.array(np.where(np.isnan(rating), pd.NA, rating >= LIKED_RATING), dtype="Int64")
     timestamp = pd.array(np.where(ts == _NOW, pd.NA, ts), dtype="Int64")
     parts = {
-        COL_MOVIE: movie_ids, COL_USER: queries[COL_USER].to_numpy(), COL_RATING: rating,
-        COL_TIMESTAMP: timestamp, COL_LABEL: label,
-        COL_RELEASE_YEAR: known[COL_RELEASE_YEAR].to_numpy(),
-        **dict(zip(MOVIE_GENRES, genres)),
-        **{c: movie_stats[c].to_numpy() for c in MOVIE_STAT_COLUMNS},
+        COL_USER: queries[COL_USER].to_numpy(), COL_RATING: rating, COL_TIMESTAMP: timestamp, COL_LABEL: label,
+        **_movie_columns(queries[COL_MOVIE].to_numpy(), catalog, movie_stats),
         **_user_features(history, queries[COL_USER].to_numpy(), ts, catalog),
     }
     frame = pd.DataFrame({c: parts[c] for c in SAMPLE_COLUMNS})
     return frame.astype(SAMPLE_DTYPES)
+
+
+def _movie_columns(movie_ids: np.ndarray, catalog: pd.DataFrame, movie_stats: pd.DataFrame) -> dict[str, Any]:
+    """`MOVIE_FIELDS` of each movie: catalogue year and genres, and `movie_stats` (rows aligned with `movie_ids`)."""
+    known = catalog.reindex(movie_ids)
+    genres = _pad([g if isinstance(g, tuple) else () for g in known[COL_GENRES]], len(MOVIE_GENRES))
+    return {COL_MOVIE: movie_ids, COL_RELEASE_YEAR: known[COL_RELEASE_YEAR].to_numpy(),
+            **dict(zip(MOVIE_GENRES, genres)), **{c: movie_stats[c].to_numpy() for c in MOVIE_STAT_COLUMNS}}
 
 
 def _pad(lists: list[tuple], width: int) -> list[list]:

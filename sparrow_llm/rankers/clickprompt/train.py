@@ -113,13 +113,15 @@ def prepare_data(ratings: pd.DataFrame, movies: pd.DataFrame, config: ClickPromp
 
 
 def prepare_split(split: Split, movies: pd.DataFrame, movie_stats: pd.DataFrame,
-                  config: ClickPromptConfig = ClickPromptConfig(), *, n_buckets: int = 10) -> PreparedData:
+                  config: ClickPromptConfig = ClickPromptConfig(), *, n_buckets: int = 10,
+                  text: bool = True) -> PreparedData:
     """Fit the feature space on `split.train` (with `movie_stats` as the serving snapshot) and encode every
-    split with text tokenized by `config`'s PLM tokenizer (cheap, and every fusion mode can then share the
-    data). Samples may come from anywhere in `SAMPLE_DTYPES`: our builder, the host's files, the Spark job."""
+    split, with text tokenized by `config`'s PLM tokenizer unless `text` is False (cheap, and every fusion mode
+    can then share the data). Samples may come from anywhere in `SAMPLE_DTYPES`: our builder, the host's
+    files, the Spark job."""
     space = FeatureSpace.fit(split.train, movie_stats, n_buckets=n_buckets)
     catalog = movie_catalog(movies)
-    tokenizer = load_tokenizer(plm_path(config))
+    tokenizer = load_tokenizer(plm_path(config)) if text else None
     encoded = [encode_samples(part, space, catalog, tokenizer, config.max_text_len)
                for part in (split.train, split.valid, split.test)]
     return PreparedData(space, catalog, split, *encoded)
@@ -148,8 +150,10 @@ def pretrain(config: ClickPromptConfig, data: PreparedData, out_dir: Path | str,
 
 
 def finetune(config: ClickPromptConfig, data: PreparedData, out_dir: Path | str,
-             options: TrainOptions = TrainOptions(), init_from: Path | str | None = None) -> FitResult:
-    """Train for clicks (BCE) in `config.fusion` mode, early-stopped on validation AUC.
+             options: TrainOptions = TrainOptions(), init_from: Path | str | None = None,
+             validate: Callable[[ClickPrompt], dict[str, float]] | None = None) -> FitResult:
+    """Train for clicks (BCE) in `config.fusion` mode, early-stopped on validation AUC, or on the "score" of
+    `validate` (metrics of a model in eval mode, e.g. a ranking metric; every key goes into the history).
 
     `init_from`: a `pretrain` checkpoint; every tensor it shares with this model is loaded (with
     `fusion="ctr"` that is the CTR embeddings + backbone only). Its feature space must be `data.space`.
@@ -159,12 +163,13 @@ def finetune(config: ClickPromptConfig, data: PreparedData, out_dir: Path | str,
     if init_from is not None:
         _init_from(model, Path(init_from))
 
-    def validate(m: ClickPrompt) -> dict[str, float]:
+    def valid_auc(m: ClickPrompt) -> dict[str, float]:
         metrics = evaluate(m, data.valid, options.eval_batch_size)
         return {"valid_auc": metrics.auc, "valid_logloss": metrics.logloss,
                 "score": metrics.auc if np.isfinite(metrics.auc) else -metrics.logloss}
 
-    return _fit(model, lambda m, b: m.loss(b), validate, data.train, out_dir, options, f"finetune {config.fusion}")
+    return _fit(model, lambda m, b: m.loss(b), validate or valid_auc, data.train, out_dir, options,
+                f"finetune {config.fusion}")
 
 
 def _init_from(model: ClickPrompt, checkpoint: Path) -> None:

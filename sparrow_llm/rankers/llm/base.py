@@ -2,7 +2,8 @@
 
 `Backend.profile` and `Backend.rank` take a rendered `PromptRequest` and return a `Completion`
 whose text the caller parses. Backends are registered by import string in `BACKENDS`; each one
-lives in its own module (`zhipu`: the GLM API; `local_minilm`: an offline stand-in).
+lives in its own module (`zhipu`: the GLM API; `local_lm`: a small instruct model on the CPU, which can also
+score candidates by their labels' logits; `local_minilm`: an offline stand-in without a language model).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ...domain import MovieMeta, Rated, movie_label
 __all__ = [
     "Completion", "Counters", "Backend", "ChatBackend",
     "LLMError", "LLMAuthError", "LLMTimeout", "LLMRateLimited", "LLMUnavailable", "SERVICE_ERRORS",
-    "BACKENDS", "make_backend", "PromptRequest",
+    "BACKENDS", "make_backend", "PromptRequest", "LabelScores", "LabelScorer",
 ]
 
 
@@ -29,7 +30,7 @@ class PromptRequest:
     A chat backend sends `messages`; the local backend works on the structured fields.
     """
 
-    step: str  # "profile" or "rank"
+    step: str  # "profile", "rank" or "choose"
     version: str
     messages: tuple[Mapping[str, str], ...]
     max_tokens: int
@@ -37,6 +38,7 @@ class PromptRequest:
     candidates: tuple[MovieMeta, ...] = ()
     profile: str = ""
     top_n: int = 0
+    options: tuple[str, ...] = ()  # "choose": the one-token label shown before each candidate ("A", "B", ...)
 
     @property
     def text(self) -> str:
@@ -122,6 +124,27 @@ class Backend(ABC):
         """Release connections."""
 
 
+@dataclass(frozen=True)
+class LabelScores:
+    """What a `LabelScorer` read for some requests: per request, one log-probability per option."""
+
+    scores: tuple[tuple[float, ...], ...]
+    prompt_tokens: int  # all requests together
+    model: str
+    latency_s: float
+
+
+class LabelScorer(ABC):
+    """A backend that reads logits (a local model; an API gives none): the verbalizer of LlamaRec.
+
+    For each "choose" request, the log-probability of each option's label as the answer's first token
+    (softmax over the options only), from one forward pass per request.
+    """
+
+    @abstractmethod
+    def score_options(self, requests: list[PromptRequest]) -> LabelScores: ...
+
+
 class ChatBackend(Backend):
     """A backend that completes free text: both steps send their rendered prompt."""
 
@@ -146,7 +169,7 @@ class ChatBackend(Backend):
 # SPARROW_LLM_BACKEND -> "module:factory"; factory(settings) -> Backend.
 BACKENDS: dict[str, str] = {
     "zhipuai": "sparrow_llm.rankers.llm.zhipu:ZhipuBackend",
-    "local": "sparrow_llm.rankers.llm.local_minilm:from_settings",
+    "local": "sparrow_llm.rankers.llm.local_lm:from_settings",
     "local-minilm": "sparrow_llm.rankers.llm.local_minilm:from_settings",
 }
 

@@ -6,7 +6,6 @@ every record.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -15,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from ...config import ConfigError
-from ...domain import MovieMeta, Rated, movie_label, movie_text
+from ...domain import MovieMeta, Rated, movie_label, movie_text, spoken_title
 from ...minilm import DIM, minilm
 from ...schema import LIKED_RATING
 from ..base import unit_rows
@@ -69,20 +68,7 @@ def _top(counter: Counter, n: int) -> str:
     return ", ".join(f"{name} ({count})" for name, count in counter.most_common(n))
 
 
-# MovieLens moves a leading article behind the title ("Godfather, The"); reasons read it in front.
-_TRAILING_ARTICLE = re.compile(r"^(.+), (The|A|An|Les|Le|La|L'|Il|El|Los|Las|Das|Der|Die|Un|Une)$")
-_TRAILING_PARENTHESES = re.compile(r"(?:\s*\([^)]*\))+\s*$")
 _REASON_WORDS = 4  # what the rank prompt allows a reason
-
-
-def _spoken_title(movie: MovieMeta) -> str:
-    """`The Godfather` for `Godfather, The`; alternative titles in trailing parentheses dropped."""
-    title = _TRAILING_PARENTHESES.sub("", movie.title).strip() or movie.title
-    match = _TRAILING_ARTICLE.match(title)
-    if match:
-        article, rest = match.group(2), match.group(1)
-        title = f"{article}{rest}" if article.endswith("'") else f"{article} {rest}"
-    return title
 
 
 class LocalMiniLMBackend(Backend):
@@ -178,7 +164,7 @@ class LocalMiniLMBackend(Backend):
     def _reason(movie: MovieMeta, weights: dict[str, float], closest: MovieMeta) -> str:
         """At most four words, as the rank prompt asks: `Crime, like Heat`, else the closest movie or the genres."""
         matched = sorted((g for g in movie.genres if weights.get(g)), key=lambda g: -weights[g])[:2]
-        like = f"like {_spoken_title(closest)}"
+        like = f"like {spoken_title(closest)}"
         options = [f"{matched[0]}, {like}", like, " & ".join(matched)] if matched else [like]
         return next((o for o in options if len(o.split()) <= _REASON_WORDS), "like your recent favourites")
 

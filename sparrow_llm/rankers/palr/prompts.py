@@ -7,22 +7,25 @@ with reasons of at most four words, so neither titles nor ids are repeated in th
 `parsing.parse_ranking` reads that answer (and the object form `[{"i": 3, "r": "..."}]` of v1), and
 repairs the usual ways a model breaks it. The profile prompt groups the history the same way but
 keeps the genres, since the profile is where the genre taste is summarised.
+
+The choose prompt is for a model whose logits can be read (LlamaRec's verbalizer): the user's recent
+liked movies and the candidates labelled with one letter each (`B. Heat (1995)|Action Crime`); the
+answer is never generated, each letter's logit as the answer's first token is the candidate's score.
 """
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Callable, Sequence
 
 from ...config import ConfigError, LLMSettings
-from ...domain import MovieMeta, Rated, movie_label, movie_text
+from ...domain import MovieMeta, Rated, movie_label, movie_text, spoken_title
+from ...schema import LIKED_RATING
 from ..llm.base import PromptRequest
 
 __all__ = [
     "Rated", "PromptRequest", "Prompts", "naive_rank_prompt", "movie_label", "movie_text", "PROMPT_VERSION",
+    "OPTION_LABELS", "CHOICE_HISTORY", "liked_history",
 ]
 
 PROMPT_VERSION = "v2"
@@ -32,12 +35,22 @@ PROMPT_VERSION = "v2"
 _PROFILE_MAX_TOKENS = 160
 _TOKENS_PER_PICK = 18
 # The placeholders each template may use.
-_FIELDS = {"profile": ("history",), "rank": ("profile", "history", "candidates", "top_n")}
+_FIELDS = {"profile": ("history",), "rank": ("profile", "history", "candidates", "top_n"),
+           "choose": ("profile", "history", "candidates")}
+# The choose prompt's candidate labels: one token each in common tokenizers (checked by the backend).
+OPTION_LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# Liked movies the choose prompt shows (LlamaRec: at most 20): ten keep a prompt near 400 tokens.
+CHOICE_HISTORY = 10
 
 
 def _compact_text(movie: MovieMeta) -> str:
     """`Title (1999)|Genre Genre`: a candidate, or a history row of the profile prompt (genre names have no spaces)."""
     return f"{movie_label(movie)}|{' '.join(movie.genres) or '-'}"
+
+
+def _choice_text(movie: MovieMeta) -> str:
+    """`The Usual Suspects|Crime Mystery`: no year or alternative title (a year alone is six tokens)."""
+    return f"{spoken_title(movie)}|{' '.join(movie.genres) or '-'}"
 
 
 def _by_rating(rows: Sequence[Rated], text: Callable[[MovieMeta], str]) -> str:
@@ -59,6 +72,7 @@ class Prompts:
         self.history_items = history_items
         self._profile = self._load("profile")
         self._rank = self._load("rank")
+        self._choose: Template | None = None  # loaded when first asked for: chat backends never need it
 
     @classmethod
     def from_settings(cls, settings: LLMSettings) -> "Prompts":
@@ -100,6 +114,37 @@ class Prompts:
         )
         return PromptRequest("rank", self.version, ({"role": "user", "content": text},),
                              top_n * _TOKENS_PER_PICK + 16, recent, tuple(candidates), profile, top_n)
+
+
+    def choose_request(self, history: Sequence[Rated], candidates: Sequence[MovieMeta],
+                       profile: str = "") -> PromptRequest:
+        """The verbalizer's prompt: `liked_history(history)` and at most 26 candidates labelled A, B, ..."""
+        if self._choose is None:
+            self._choose = self._load("choose")
+        if not 1 <= len(candidates) <= len(OPTION_LABELS):
+            raise ValueError(f"a choose prompt takes 1 to {len(OPTION_LABELS)} candidates, got {len(candidates)}")
+        liked = liked_history(history)
+        options = tuple(OPTION_LABELS[:len(candidates)])
+        text = self._choose.substitute(
+            profile=profile.strip() or "-",
+            history="\n".join(_choice_text(r.movie) for r in liked),
+            candidates="\n".join(f"{o}. {_choice_text(m)}" for o, m in zip(options, candidates)),
+        )
+        return PromptRequest("choose", self.version, ({"role": "user", "content": text},), 1, liked,
+                             tuple(candidates), profile, 0, options)
+
+    def uses_profile(self, step: str) -> bool:
+        """Whether the step's template shows the profile (the choose template of v2 does not)."""
+        template = {"profile": self._profile, "rank": self._rank, "choose": self._choose}[step]
+        if template is None:
+            template = self._choose = self._load(step)
+        return "$profile" in template.template or "${profile}" in template.template
+
+
+def liked_history(history: Sequence[Rated], n: int = CHOICE_HISTORY) -> tuple[Rated, ...]:
+    """The last `n` rows rated >= 3.5, oldest first; the last `n` rows when none is."""
+    liked = [r for r in history if r.rating >= LIKED_RATING]
+    return tuple((liked or list(history))[-n:])
 
 
 def naive_rank_prompt(history: Sequence[Rated], candidates: Sequence[MovieMeta], profile: str,

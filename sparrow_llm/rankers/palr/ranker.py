@@ -1,34 +1,49 @@
-"""PALR (arXiv 2305.07622) on SparrowRecsys: a profile of the user, then an LLM picks from the host's candidates.
+"""PALR (arXiv 2305.07622) on SparrowRecsys: a profile of the user, then an LLM ranks the candidates.
 
 Step 1 (`write_profile`) summarises a user's history; a Spark job writes those profiles to the
-store ahead of time. Step 2 (`PalrRanker`) shows the LLM the profile, the recent history and
-the first K of the host's unrated candidates, and puts its picks first. Answers are cached by
-content, so a rerun with nothing changed makes no LLM call; any LLM failure serves the host's
-order, never an exception.
+store ahead of time. Step 2 (`PalrRanker`) ranks the first candidates (the base ranker's, else the
+host's unrated ones) in one of two ways:
+  * generation (a chat API, zhipuai): the rank prompt with the profile, the recent history and the first
+    K candidates; the answer's picks come first (`parsing.parse_ranking`), with the model's reasons;
+  * label scores (a model whose logits can be read, `local`; LlamaRec's verbalizer): the choose prompt
+    with the first `choice_k` candidates lettered A, B, ...; one forward pass per pass (extra passes shuffle
+    the letters, against position bias) scores every candidate, and the score is fused with the base's
+    (`fusion.fuse`, the weight chosen on validation users); reasons come from the data (`data_reason`).
+Every reason is checked against the data before it is stored (`reasons.ReasonChecker`). Answers and
+scores are cached by content, so a rerun with nothing changed makes no LLM call; any LLM failure serves
+the base's order, never an exception.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
+
+import numpy as np
 
 from ...config import Settings
 from ...domain import MovieMeta, Profile, RankedItem, Ranking, UserContext, UserHistory, UserRating
 from ...store import Store, StoreError
 from ..base import BaseRanker
-from ..llm.base import Backend, Completion, LLMError, make_backend
-from .parsing import PARSE_FALLBACK, ParsedRanking, parse_ranking
-from .prompts import PromptRequest, Prompts, Rated
+from ..llm.base import Backend, Completion, LabelScorer, LLMError, make_backend
+from ..llm.local_lm import LocalLMBackend
+from .checkpoint import serving_model
+from .fusion import base_window_scores, fuse
+from .parsing import PARSE_FALLBACK, PARSE_OK, parse_ranking
+from .prompts import OPTION_LABELS, PromptRequest, Prompts, Rated
+from .reasons import ReasonChecker, data_reason
 
 __all__ = ["PalrRanker", "write_profile", "history_hash", "cache_key", "from_settings",
-           "DEFAULT_K", "DEFAULT_TOP_N"]
+           "DEFAULT_K", "DEFAULT_TOP_N", "DEFAULT_CHOICE_K"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_K = 50  # host candidates shown to the LLM
 DEFAULT_TOP_N = 20  # picks asked for; the rest of the list keeps the host's order
+DEFAULT_CHOICE_K = 20  # candidates a label-scoring model scores (LlamaRec: the retriever's top 20)
 
 
 def _rated(ratings: Sequence[UserRating], movies: Mapping[int, MovieMeta]) -> list[Rated]:
@@ -64,35 +79,46 @@ def write_profile(llm: Backend, history: UserHistory, movies: Mapping[int, Movie
 
 @dataclass
 class _Tally:
-    """What one user's ranking cost: backend calls asked for and the tokens of the answers used."""
+    """What one user's ranking cost: backend calls asked for, the tokens of the answers used, the time the
+    backend took for the calls made now (cached answers cost none)."""
 
     llm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    llm_s: float = 0.0
 
     def meta(self, parse: str) -> dict:
         return {"parse": parse, "llm_calls": self.llm_calls, "cache": "miss" if self.llm_calls else "hit",
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "llm_ms": round(self.llm_s * 1000)}
 
 
 class PalrRanker(BaseRanker):
-    """The `llm` model: PALR over the host's candidates (the `Ranker` protocol of rankers.py)."""
+    """The `llm` model: PALR over the base's (or the host's) candidates (the `Ranker` protocol of rankers.py)."""
 
     name = "llm"
 
     def __init__(self, llm: Backend, prompts: Prompts, store: Store | None = None, *,
-                 k: int = DEFAULT_K, top_n: int = DEFAULT_TOP_N):
+                 k: int = DEFAULT_K, top_n: int = DEFAULT_TOP_N, choice_k: int = DEFAULT_CHOICE_K,
+                 passes: int = 1, weight: float = 1.0, seed: int = 0):
         if k < 1 or top_n < 1:
             raise ValueError(f"k and top_n must be >= 1, got k={k}, top_n={top_n}")
+        if not 2 <= choice_k <= len(OPTION_LABELS) or passes < 1 or not 0.0 <= weight <= 1.0:
+            raise ValueError(f"choice_k must be in [2, {len(OPTION_LABELS)}], passes >= 1 and weight in [0, 1]; "
+                             f"got {choice_k}, {passes}, {weight}")
         self.llm = llm
         self.prompts = prompts
         self.store = store
         self.k, self.top_n = k, top_n
+        self.choice_k, self.passes, self.weight, self.seed = choice_k, passes, weight, seed
         self.backend = llm.name
         self.version = _version(prompts)
+        self.scores_labels = isinstance(llm, LabelScorer)
+        # Loads (and so checks) the choose template now, not on the first user.
+        self._needs_profile = prompts.uses_profile("choose" if self.scores_labels else "rank")
 
     def rank_many(self, contexts: Sequence[UserContext]) -> list[Ranking | None]:
-        """Users in parallel; the backend bounds what is really in flight."""
+        """Users in parallel; the backend bounds what is really in flight (the local one batches them)."""
         if not contexts:
             return []
         with ThreadPoolExecutor(max_workers=max(1, min(self.llm.concurrency, len(contexts))),
@@ -104,20 +130,66 @@ class PalrRanker(BaseRanker):
         history = _rated(ctx.ratings, ctx.movies)
         if not candidates or not history:
             return None
-        window = candidates[: self.k]
         tally = _Tally()
+        checker = ReasonChecker(history, ctx.movies.values())
         try:
-            profile = ctx.profile.text if ctx.profile else self._answer(
+            profile = "" if not self._needs_profile else ctx.profile.text if ctx.profile else self._answer(
                 self.llm.profile, self.prompts.profile_request(history), tally, usable=lambda text: bool(text.strip()))
+            if self.scores_labels:
+                window = candidates[: self.choice_k]
+                order = self._by_scores(ctx, window, history, profile, tally)
+                picked = order[: self.top_n]
+                reasons = [data_reason(ctx.movies[m], history) for m in picked]
+                meta = {**tally.meta(PARSE_OK), "weight": self.weight, "passes": self.passes}
+                items = _items(order + candidates[len(window):], dict(zip(picked, reasons)), checker, ctx.movies)
+                return Ranking(items, {**meta, "reasons_replaced": checker.replaced})
+            window = candidates[: self.k]
             request = self.prompts.rank_request(history, [ctx.movies[m] for m in window], profile, self.top_n)
             parsed = parse_ranking(self._answer(
                 self.llm.rank, request, tally,
                 usable=lambda text: parse_ranking(text, request.labels).status != PARSE_FALLBACK), request.labels)
         except LLMError as exc:
-            log.info("%s: user %s gets the host's order: %s", self.backend, ctx.user_id, exc)
-            return _ranking(candidates, [], ParsedRanking((), (), PARSE_FALLBACK),
-                            {**tally.meta(PARSE_FALLBACK), "error": type(exc).__name__, "error_message": str(exc)})
-        return _ranking(candidates, window, parsed, tally.meta(parsed.status))
+            log.info("%s: user %s gets the base's order: %s", self.backend, ctx.user_id, exc)
+            return Ranking(_items(candidates, {}, checker, ctx.movies),
+                           {**tally.meta(PARSE_FALLBACK), "error": type(exc).__name__, "error_message": str(exc)})
+        picked = [window[i] for i in parsed.indexes]
+        chosen = set(picked)
+        items = _items(picked + [m for m in candidates if m not in chosen], dict(zip(picked, parsed.reasons)),
+                       checker, ctx.movies)
+        return Ranking(items, {**tally.meta(parsed.status), "reasons_replaced": checker.replaced})
+
+    def _by_scores(self, ctx: UserContext, window: Sequence[int], history: Sequence[Rated], profile: str,
+                   tally: _Tally) -> list[int]:
+        """The window in fused order: the mean option log-probability over the passes (the first in the base's
+        order, the others seeded shuffles of it), fused with the base's score."""
+        movies = [ctx.movies[m] for m in window]
+        orders = [list(range(len(window)))] + [
+            random.Random(f"{self.seed}:{ctx.user_id}:{p}").sample(range(len(window)), len(window))
+            for p in range(1, self.passes)]
+        requests = [self.prompts.choose_request(history, [movies[i] for i in order], profile) for order in orders]
+        llm = np.zeros(len(window))
+        for order, row in zip(orders, self._scores(requests, tally)):
+            llm[order] += row
+        base = base_window_scores(window, getattr(ctx, "base_scores", None))
+        fused = fuse(llm / len(orders), base, self.weight)
+        return [window[i] for i in np.argsort(-fused, kind="stable")]
+
+    def _scores(self, requests: list[PromptRequest], tally: _Tally) -> list[list[float]]:
+        """Each request's option scores, from the cache or else from the backend (misses in one call, then cached)."""
+        keys = [cache_key(self.llm, r) for r in requests]
+        found = {key: cached for key in keys if (cached := self._cache_get(key)) is not None and "scores" in cached}
+        misses = [(key, r) for key, r in zip(keys, requests) if key not in found]
+        if misses:
+            tally.llm_calls += len(misses)
+            scored = self.llm.score_options([r for _, r in misses])
+            tally.llm_s += scored.latency_s
+            share = scored.prompt_tokens // len(misses)
+            for (key, _), row in zip(misses, scored.scores):
+                found[key] = {"scores": list(row), "model": scored.model, "usage": {"prompt_tokens": share}}
+                self._cache_put(key, found[key])
+        for key in keys:
+            tally.prompt_tokens += int((found[key].get("usage") or {}).get("prompt_tokens", 0))
+        return [found[key]["scores"] for key in keys]
 
     def _answer(self, step: Callable[[PromptRequest], Completion], request: PromptRequest, tally: _Tally, *,
                 usable: Callable[[str], bool]) -> str:
@@ -137,6 +209,7 @@ class PalrRanker(BaseRanker):
         completion = step(request)
         tally.prompt_tokens += completion.prompt_tokens
         tally.completion_tokens += completion.completion_tokens
+        tally.llm_s += completion.latency_s
         if usable(completion.text):
             self._cache_put(key, {"text": completion.text, "model": completion.model,
                                   "usage": {"prompt_tokens": completion.prompt_tokens,
@@ -162,18 +235,24 @@ class PalrRanker(BaseRanker):
             log.warning("LLM cache write failed (%s)", exc)
 
 
-def _ranking(candidates: Sequence[int], window: Sequence[int], parsed: ParsedRanking, meta: dict) -> Ranking:
-    """The picks first with their reasons, then the host's order; scores descend with the rank."""
-    picked = [window[i] for i in parsed.indexes]
-    chosen = set(picked)
-    order = picked + [m for m in candidates if m not in chosen]
-    reasons = dict(zip(picked, parsed.reasons))
+def _items(order: Sequence[int], reasons: Mapping[int, str], checker: ReasonChecker,
+           movies: Mapping[int, MovieMeta]) -> tuple[RankedItem, ...]:
+    """The ranked list with its checked reasons; scores descend with the rank."""
     n = len(order)
-    return Ranking(tuple(RankedItem(m, round(1.0 - pos / n, 6), reasons.get(m, "")) for pos, m in enumerate(order)),
-                   meta)
+    return tuple(RankedItem(m, round(1.0 - pos / n, 6), checker.check(reasons.get(m, ""), movies[m]))
+                 for pos, m in enumerate(order))
 
 
 def from_settings(settings: Settings, store: Store | None) -> PalrRanker:
-    """The `llm` model as configured; its answer cache is `store` (None: no cache)."""
-    return PalrRanker(make_backend(settings.llm), Prompts.from_settings(settings.llm), store,
-                      k=settings.llm.rank_k, top_n=settings.llm.rank_top_n)
+    """The `llm` model as configured, reranking the top `settings.base_k` of `settings.base` (None: the host's
+    candidates); its answer cache is `store` (None: no cache). The local model serves the adapter fine-tuned
+    for the data folder, if any, at the fusion weight chosen for it (`checkpoint.serving_model`)."""
+    llm, prompts, weight = make_backend(settings.llm), Prompts.from_settings(settings.llm), 1.0
+    if isinstance(llm, LocalLMBackend):
+        serving = serving_model(settings, llm, prompts)
+        llm, weight = serving.llm, serving.weight
+    ranker = PalrRanker(llm, prompts, store, k=settings.llm.rank_k, top_n=settings.llm.rank_top_n,
+                        choice_k=settings.llm.verbalizer_k, passes=settings.llm.verbalizer_passes, weight=weight,
+                        seed=settings.seed)
+    ranker.base, ranker.base_k = settings.base, settings.base_k
+    return ranker

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from sparrow_llm.domain import UserRating
 from sparrow_llm.rankers.clickprompt.score import ClickPromptScorer
@@ -50,3 +51,43 @@ def test_plm_scoring_and_mode_checks(prefix_add_run, tiny_config, tiny_data, mov
     ctr_dir = ClickPrompt(tiny_config.replace(fusion="ctr"), tiny_data.space).save_checkpoint(tmp_path / "c")
     with pytest.raises(ValueError, match="no PLM"):
         ClickPromptScorer(ctr_dir, use_plm=True)
+
+
+def test_many_users_at_once_score_as_one_at_a_time(scorer, movies, tiny_ratings):
+    users = sorted(tiny_ratings["userId"].unique())[:4]
+    histories = [tiny_ratings[tiny_ratings["userId"] == u] for u in users]
+    as_objects = [UserRating(int(m), float(r), int(t))
+                  for m, r, t in histories[1][["movieId", "rating", "timestamp"]].to_numpy()]
+    queries = [
+        (int(users[0]), histories[0], [1, 2, 3, 32, 50, 10 ** 9]),
+        (int(users[1]), as_objects, [50, 1, 296, 318]),
+        (None, [], [2, 10 ** 9]),  # unknown user without history
+        (int(users[2]), histories[2], []),  # nothing to score
+        (int(users[0]), histories[3], [1, 2, 3]),  # the same id again, with another history: kept apart
+        (None, histories[3], [7, 1, 2]),  # the id from the rows
+    ]
+    batched = scorer.score_many(queries, movies)
+    assert len(batched) == len(queries) and [len(b) for b in batched] == [len(c) for _, _, c in queries]
+    for (user, history, candidates), got in zip(queries, batched):
+        np.testing.assert_allclose(got, scorer.score(history, candidates, movies, user_id=user), rtol=0, atol=1e-6)
+    assert not np.allclose(batched[0][:3], batched[4])  # another history, other scores
+    assert scorer.score_many([], movies) == []
+
+
+@pytest.mark.parametrize("changes", [{"backbone": "deepfm"}, {"mlp_dims": ()}], ids=["deepfm", "no-mlp"])
+def test_many_users_with_other_ctr_models(changes, tiny_config, tiny_data, movies, tiny_ratings, tmp_path):
+    """DeepFM splits per side too (`pairs.PairScorer`); a DCNv2 without an MLP runs its whole forward per pair."""
+    from sparrow_llm.rankers.clickprompt.model import ClickPrompt
+
+    model = ClickPrompt(tiny_config.replace(fusion="ctr", **changes), tiny_data.space)
+    torch.manual_seed(0)
+    with torch.no_grad():  # away from the near-zero initial weights, so that every term counts
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    scorer = ClickPromptScorer(model.save_checkpoint(tmp_path / "model"))
+    users = sorted(tiny_ratings["userId"].unique())[:3]
+    queries = [(int(u), tiny_ratings[tiny_ratings["userId"] == u], [1, 2, 50, 296, 10 ** 9]) for u in users]
+    for (user, history, candidates), got in zip(queries, scorer.score_many(queries, movies)):
+        want = scorer.score(history, candidates, movies, user_id=user)
+        assert np.ptp(want) > 0.01
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

@@ -233,7 +233,7 @@ def _rows(rated):
 
 @pytest.fixture(scope="module")
 def local():
-    return make_backend(LLMSettings(backend="local"))
+    return make_backend(LLMSettings(backend="local-minilm"))
 
 
 def test_local_profile_describes_the_history(local):

@@ -49,7 +49,10 @@ def ratings(fixture_webroot) -> pd.DataFrame:
 
 
 def _settings(store_dir: Path, **llm) -> Settings:
-    return Settings().replace(host={"shared_dir": SHARED}, store={"dir": store_dir}, llm=llm)
+    # The MiniLM stand-in: every fixture user in seconds (the real local model's profiles are tested in
+    # tests/rankers/llm/test_local_lm.py).
+    return Settings().replace(host={"shared_dir": SHARED}, store={"dir": store_dir},
+                              llm={"backend": LOCAL, **llm})
 
 
 def _profile_files(store_dir: Path) -> dict[int, Path]:
@@ -155,13 +158,29 @@ def test_a_changed_history_is_profiled_again_alone(profiled, spark, ratings, fix
 
 def test_profiles_go_to_redis_too(redis_db, spark, ratings):
     users = sorted(ratings[COL_USER].unique())[:20]
-    settings = Settings().replace(host={"shared_dir": SHARED}, store={"kind": "redis", "redis_port": redis_db.port})
+    settings = Settings().replace(host={"shared_dir": SHARED}, store={"kind": "redis", "redis_port": redis_db.port},
+                                  llm={"backend": LOCAL})
     first = run_profiles(settings, users=users, spark=spark, progress=False)
     client = redis_db.client()
     stored = {u: Profile.from_json(client.get(REDIS_PROFILE.format(user_id=u))) for u in users}
     assert first.written == 20 and all(p.user_id == u and p.backend == LOCAL for u, p in stored.items())
     again = run_profiles(settings, users=users, spark=spark, progress=False)
     assert (again.written, again.skipped, again.llm_calls) == (0, 20, 0)
+
+
+def test_the_local_language_model_writes_profiles_in_batches(spark, tmp_path):
+    """SmolLM2 generates the profiles: one partition, its four users' prompts generated as one batch; a rerun
+    makes no call."""
+    settings = _settings(tmp_path / "store", backend="local", history_items=5, local_threads=1, local_batch=4,
+                         local_profile_tokens=12)
+    first = run_profiles(settings, users=[1, 2, 3, 4], partitions=1, spark=spark, progress=False)
+    assert first.backend == "local:SmolLM2-135M-Instruct.Q4_1" and first.concurrency == 4
+    assert (first.written, first.llm_calls, first.failed) == (4, 4, 0)
+    assert first.prompt_tokens > 4 * 60 and 4 <= first.completion_tokens <= 4 * 12
+    stored = FileStore(tmp_path / "store").get_profile(1)
+    assert stored.text and stored.backend == first.backend and stored.meta["completion_tokens"] > 0
+    again = run_profiles(settings, users=[1, 2, 3, 4], partitions=1, spark=spark, progress=False)
+    assert (again.written, again.skipped, again.llm_calls) == (0, 4, 0)
 
 
 # ---- resume after a kill, against the fake GLM ------------------------------------------------------------------

@@ -78,8 +78,10 @@ def test_llm_order_first_then_the_host_order(fake_glm, ranker):
     assert [i.reason for i in ranking.items] == ["pick 14", "pick 8", "", "", "", ""]
     scores = [i.score for i in ranking.items]
     assert scores == sorted(scores, reverse=True) and len(set(scores)) == len(scores) and scores[0] == 1.0
+    # Real latency of the two calls (the fake server answers in milliseconds), and no reason replaced.
+    assert 0 < ranking.meta["llm_ms"] < 5000
     assert ranking.meta == {"parse": "ok", "llm_calls": 2, "cache": "miss", "prompt_tokens": 400,
-                            "completion_tokens": 42}
+                            "completion_tokens": 42, "llm_ms": ranking.meta["llm_ms"], "reasons_replaced": 0}
     profile_body, rank_body = fake_glm.requests
     assert "\n5: Toy Story (1995)|Animation Children Comedy; Aladdin (1992)|" in profile_body["messages"][0]["content"]
     assert "\n5: Toy Story (1995); Aladdin (1992)\n4.5: Lion King, The (1994)\n" in rank_body["messages"][0]["content"]
@@ -113,7 +115,7 @@ def test_rerun_with_nothing_changed_makes_no_llm_call(fake_glm, glm_settings, st
     again = PalrRanker(make_backend(glm_settings), Prompts.from_settings(glm_settings), store).rank_many(users)
     assert fake_glm.calls == calls
     assert [r.items for r in again] == [r.items for r in first]
-    assert again[0].meta == {**first[0].meta, "llm_calls": 0, "cache": "hit"}
+    assert again[0].meta == {**first[0].meta, "llm_calls": 0, "cache": "hit", "llm_ms": 0}  # no call, no time
     # A new history is a new prompt: a miss for that user only.
     changed = context(1, KIDS_FAN + ((5, 4.0),))
     PalrRanker(make_backend(glm_settings), Prompts.from_settings(glm_settings), store).rank_many([changed, users[1]])
@@ -267,9 +269,10 @@ def test_the_local_backend_is_driven_one_user_at_a_time(local_backend, monkeypat
 
 
 def test_from_settings_builds_the_configured_ranker(tmp_path):
-    ranker = from_settings(Settings(), FileStore(tmp_path))
+    ranker = from_settings(Settings().replace(llm={"backend": "local-minilm"}), FileStore(tmp_path))
     assert ranker.backend == "local-minilm" and ranker.version == "palr-v2" and ranker.store.root == tmp_path
-    settings = Settings().replace(llm={"history_items": 7, "rank_k": 30, "rank_top_n": 5})
+    assert (ranker.base, ranker.base_k) == (Settings.base, Settings.base_k)
+    settings = Settings().replace(llm={"backend": "local-minilm", "history_items": 7, "rank_k": 30, "rank_top_n": 5})
     ranker = from_settings(settings, None)
     assert ranker.prompts.history_items == 7 and (ranker.k, ranker.top_n) == (30, 5)
     assert make_ranker("llm", settings, None).name == "llm"

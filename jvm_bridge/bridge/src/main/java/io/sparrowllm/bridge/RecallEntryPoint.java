@@ -1,5 +1,6 @@
 package io.sparrowllm.bridge;
 
+import com.fasterxml.jackson.core.JsonGenerator;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -9,9 +10,11 @@ import com.sparrowrecsys.online.datamanager.Rating;
 import com.sparrowrecsys.online.datamanager.User;
 import com.sparrowrecsys.online.model.Embedding;
 import com.sparrowrecsys.online.recprocess.RecForYouProcess;
+import com.sparrowrecsys.online.util.Config;
 
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.StringWriter;
 import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -24,22 +27,27 @@ import java.util.Map;
 import java.util.Properties;
 import java.util.Set;
 import java.util.TreeSet;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.stream.Collectors;
 
 /**
  * The Py4J entry point: every method builds its whole answer in Java and returns one JSON string,
  * so Python never makes a call per element. Bad arguments raise IllegalArgumentException, which
- * py4j hands to Python with its message.
+ * py4j hands to Python with its message. Answers are streamed with Jackson's generator, each movie
+ * as JSON written once and reused: an 800-movie answer is then mostly a string copy.
  */
 public final class RecallEntryPoint {
     private static final Properties VERSIONS = versions();
     /** "Liked" as in the host's own samples (label = rating >= 3.5). */
     private static final double LIKED = 3.5;
     private static final int GENRE_SEEDS = 5;
+    /** The host's candidate count in RecForYouProcess.getRecList: getMovies(800, "rating"). */
+    private static final int HOST_CANDIDATES = 800;
 
     private final DataManager data = DataManager.getInstance();
     private final MissQueue misses;
     private final String hostModel;
+    private final Map<Integer, MovieJson> movieJson = new ConcurrentHashMap<>();
     private volatile List<Integer> userIds;
 
     RecallEntryPoint(MissQueue misses, String hostModel) {
@@ -76,41 +84,51 @@ public final class RecallEntryPoint {
         Source from = Source.of(source);
         checkCount("size", size);
         User user = data.getUserById(userId);
-        ObjectNode answer = Json.MAPPER.createObjectNode();
-        answer.put("userId", userId);
-        answer.put("known", user != null);
-        answer.put("source", source);
-        ArrayNode movies = answer.putArray("movies");
-        if (user != null) {
-            candidateMovies(user, from, size).forEach(movie -> movies.add(movieJson(movie, false)));
-        }
-        return answer.toString();
+        List<Movie> movies = user == null ? Collections.emptyList() : new Recall(from).of(user, size);
+        return write(json -> {
+            json.writeStartObject();
+            json.writeNumberField("userId", userId);
+            json.writeBooleanField("known", user != null);
+            json.writeStringField("source", source);
+            writeMovies(json, movies, false);
+            json.writeEndObject();
+        });
     }
 
     /** {@code {"userId", "known", "ratings": [[movieId, rating, timestamp], ...]}}, oldest first. */
     public String history(int userId) {
         User user = data.getUserById(userId);
-        ObjectNode answer = Json.MAPPER.createObjectNode();
-        answer.put("userId", userId);
-        answer.put("known", user != null);
-        answer.set("ratings", ratingsJson(user));
-        return answer.toString();
+        return write(json -> {
+            json.writeStartObject();
+            json.writeNumberField("userId", userId);
+            json.writeBooleanField("known", user != null);
+            writeRatings(json, user);
+            json.writeEndObject();
+        });
     }
 
     /** {@code {"movies": [movie...], "missing": [ids]}} for a JSON array of movie ids. */
     public String movies(String idsJson, boolean withEmb) {
-        ObjectNode answer = Json.MAPPER.createObjectNode();
-        ArrayNode movies = answer.putArray("movies");
-        ArrayNode missing = answer.putArray("missing");
+        List<Movie> movies = new ArrayList<>();
+        List<Integer> missing = new ArrayList<>();
         for (int id : parseIds(idsJson, "idsJson")) {
             Movie movie = data.getMovieById(id);
             if (movie == null) {
                 missing.add(id);
             } else {
-                movies.add(movieJson(movie, withEmb));
+                movies.add(movie);
             }
         }
-        return answer.toString();
+        return write(json -> {
+            json.writeStartObject();
+            writeMovies(json, movies, withEmb);
+            json.writeArrayFieldStart("missing");
+            for (int id : missing) {
+                json.writeNumber(id);
+            }
+            json.writeEndArray();
+            json.writeEndObject();
+        });
     }
 
     /**
@@ -120,33 +138,38 @@ public final class RecallEntryPoint {
     public String userBundles(String userIdsJson, String source, int size, boolean withEmb) {
         Source from = Source.of(source);
         checkCount("size", size);
-        ObjectNode answer = Json.MAPPER.createObjectNode();
-        ArrayNode users = answer.putArray("users");
+        Set<Integer> ids = parseIds(userIdsJson, "userIdsJson");
         Map<Integer, Movie> named = new LinkedHashMap<>();
-        for (int userId : parseIds(userIdsJson, "userIdsJson")) {
-            User user = data.getUserById(userId);
-            ObjectNode bundle = users.addObject();
-            bundle.put("userId", userId);
-            bundle.put("known", user != null);
-            bundle.set("ratings", ratingsJson(user));
-            ArrayNode candidateIds = bundle.putArray("candidates");
-            if (user == null) {
-                continue;
-            }
-            for (Movie movie : candidateMovies(user, from, size)) {
-                candidateIds.add(movie.getMovieId());
-                named.put(movie.getMovieId(), movie);
-            }
-            for (Rating rating : user.getRatings()) {
-                Movie movie = data.getMovieById(rating.getMovieId());
-                if (movie != null) {
-                    named.put(movie.getMovieId(), movie);
+        Recall recall = new Recall(from);
+        return write(json -> {
+            json.writeStartObject();
+            json.writeArrayFieldStart("users");
+            for (int userId : ids) {
+                User user = data.getUserById(userId);
+                json.writeStartObject();
+                json.writeNumberField("userId", userId);
+                json.writeBooleanField("known", user != null);
+                writeRatings(json, user);
+                json.writeArrayFieldStart("candidates");
+                if (user != null) {
+                    for (Movie movie : recall.of(user, size)) {
+                        json.writeNumber(movie.getMovieId());
+                        named.put(movie.getMovieId(), movie);
+                    }
+                    for (Rating rating : user.getRatings()) {
+                        Movie movie = data.getMovieById(rating.getMovieId());
+                        if (movie != null) {
+                            named.put(movie.getMovieId(), movie);
+                        }
+                    }
                 }
+                json.writeEndArray();
+                json.writeEndObject();
             }
-        }
-        ArrayNode movies = answer.putArray("movies");
-        named.values().forEach(movie -> movies.add(movieJson(movie, withEmb)));
-        return answer.toString();
+            json.writeEndArray();
+            writeMovies(json, named.values(), withEmb);
+            json.writeEndObject();
+        });
     }
 
     /** {@code [{"model", "userId"}, ...]}: up to {@code max} misses, removed from the queue. */
@@ -173,14 +196,40 @@ public final class RecallEntryPoint {
         }
     }
 
-    private List<Movie> candidateMovies(User user, Source source, int size) {
-        switch (source) {
-            case GENRE:
-                return byLikedGenres(user, size);
-            case EMBEDDING:
-                return byEmbedding(user, size);
-            default:
+    /**
+     * The candidates of one call's users. The host's recall, RecForYouProcess.getRecList(user, size, model),
+     * is ranker(user, getMovies(800, "rating"), model) cut to size, after refreshing the user's emb and
+     * features from Redis when Config says so. The 800 are the same for every user, so when there is nothing
+     * to refresh a bulk call sorts the catalogue once, not once per user (a cost that grew with the catalogue).
+     */
+    private final class Recall {
+        private final Source source;
+        private List<Movie> hostCandidates;
+
+        Recall(Source source) {
+            this.source = source;
+        }
+
+        List<Movie> of(User user, int size) {
+            switch (source) {
+                case GENRE:
+                    return byLikedGenres(user, size);
+                case EMBEDDING:
+                    return byEmbedding(user, size);
+                default:
+                    break;
+            }
+            boolean refreshes = !Config.DATA_SOURCE_FILE.equals(Config.EMB_DATA_SOURCE)
+                    || Config.IS_LOAD_USER_FEATURE_FROM_REDIS;
+            if (refreshes) {
                 return RecForYouProcess.getRecList(user.getUserId(), size, hostModel);
+            }
+            if (hostCandidates == null) {
+                hostCandidates = data.getMovies(HOST_CANDIDATES, "rating");
+            }
+            // A copy each: the host's ranker must not be able to reorder the next user's input.
+            List<Movie> ranked = RecForYouProcess.ranker(user, new ArrayList<>(hostCandidates), hostModel);
+            return ranked.size() > size ? ranked.subList(0, size) : ranked;
         }
     }
 
@@ -244,36 +293,100 @@ public final class RecallEntryPoint {
         return ids;
     }
 
-    /** {@code [[movieId, rating, timestamp], ...]} oldest first; empty for an unknown user. */
-    private static ArrayNode ratingsJson(User user) {
-        ArrayNode ratings = Json.MAPPER.createArrayNode();
-        if (user != null) {
-            user.getRatings().stream()
-                    .sorted(Comparator.comparingLong(Rating::getTimestamp))
-                    .forEach(rating -> ratings.addArray()
-                            .add(rating.getMovieId()).add(rating.getScore()).add(rating.getTimestamp()));
-        }
-        return ratings;
+    /** What an answer writes with the generator it is given. */
+    private interface Body {
+        void write(JsonGenerator json) throws IOException;
     }
 
-    private static ObjectNode movieJson(Movie movie, boolean withEmb) {
-        ObjectNode json = Json.MAPPER.createObjectNode();
-        json.put("movieId", movie.getMovieId());
-        json.put("title", movie.getTitle());
-        json.put("releaseYear", movie.getReleaseYear());
-        ArrayNode genres = json.putArray("genres");
+    private static String write(Body body) {
+        StringWriter out = new StringWriter(4096);
+        try (JsonGenerator json = Json.MAPPER.getFactory().createGenerator(out)) {
+            body.write(json);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);  // a StringWriter does not fail
+        }
+        return out.toString();
+    }
+
+    /** {@code "ratings": [[movieId, rating, timestamp], ...]} oldest first; empty for an unknown user. */
+    private static void writeRatings(JsonGenerator json, User user) throws IOException {
+        json.writeArrayFieldStart("ratings");
+        if (user != null) {
+            List<Rating> ratings = new ArrayList<>(user.getRatings());
+            ratings.sort(Comparator.comparingLong(Rating::getTimestamp));
+            for (Rating rating : ratings) {
+                json.writeStartArray();
+                json.writeNumber(rating.getMovieId());
+                json.writeNumber(rating.getScore());
+                json.writeNumber(rating.getTimestamp());
+                json.writeEndArray();
+            }
+        }
+        json.writeEndArray();
+    }
+
+    /** {@code "movies": [movie row...]}. */
+    private void writeMovies(JsonGenerator json, Iterable<Movie> movies, boolean withEmb) throws IOException {
+        json.writeArrayFieldStart("movies");
+        for (Movie movie : movies) {
+            json.writeRawValue(movieJson(movie).text(withEmb));
+        }
+        json.writeEndArray();
+    }
+
+    /**
+     * The movie's JSON from the cache, written on first use. The host loads its movies once at start-up
+     * and never changes them; a movie object that is not the cached one (a reload) is written again.
+     */
+    private MovieJson movieJson(Movie movie) {
+        MovieJson cached = movieJson.get(movie.getMovieId());
+        if (cached == null || cached.movie != movie) {
+            cached = new MovieJson(movie);
+            movieJson.put(movie.getMovieId(), cached);
+        }
+        return cached;
+    }
+
+    /** One movie's JSON with and without its embedding. */
+    private static final class MovieJson {
+        final Movie movie;
+        final String plain;
+        final String withEmb;
+
+        MovieJson(Movie movie) {
+            this.movie = movie;
+            this.plain = movieRow(movie, false).toString();
+            this.withEmb = movieRow(movie, true).toString();
+        }
+
+        String text(boolean emb) {
+            return emb ? withEmb : plain;
+        }
+    }
+
+    /**
+     * {@code [movieId, title, releaseYear, [genres], averageRating, ratingNumber]}, then {@code [floats] | null}
+     * when the embedding is asked for: a row, not an object, because field names were half of every answer's
+     * bytes and of Python's decoding time.
+     */
+    private static ArrayNode movieRow(Movie movie, boolean withEmb) {
+        ArrayNode row = Json.MAPPER.createArrayNode();
+        row.add(movie.getMovieId());
+        row.add(movie.getTitle());
+        row.add(movie.getReleaseYear());
+        ArrayNode genres = row.addArray();
         movie.getGenres().forEach(genres::add);
-        json.put("averageRating", movie.getAverageRating());
-        json.put("ratingNumber", movie.getRatingNumber());
+        row.add(movie.getAverageRating());
+        row.add(movie.getRatingNumber());
         if (withEmb) {
             if (movie.getEmb() == null) {
-                json.putNull("emb");
+                row.addNull();
             } else {
-                ArrayNode emb = json.putArray("emb");
+                ArrayNode emb = row.addArray();
                 movie.getEmb().getEmbVector().forEach(emb::add);
             }
         }
-        return json;
+        return row;
     }
 
     private static Set<Integer> parseIds(String json, String argument) {

@@ -61,11 +61,16 @@ public class RecallEntryPointTest {
         List<Integer> expected = RecForYouProcess.getRecList(1, 20, "emb").stream()
                 .map(Movie::getMovieId).collect(Collectors.toList());
         assertEquals(expected, movieIds(answer));
-        JsonNode movie = answer.get("movies").get(0);
-        assertEquals(6, movie.size());
-        for (String field : new String[]{"movieId", "title", "releaseYear", "genres", "averageRating", "ratingNumber"}) {
-            assertTrue(field, movie.has(field));
-        }
+        JsonNode row = answer.get("movies").get(0);
+        Movie movie = DATA.getMovieById(expected.get(0));
+        assertEquals(6, row.size());
+        assertEquals(movie.getMovieId(), row.get(0).asInt());
+        assertEquals(movie.getTitle(), row.get(1).asText());
+        assertEquals(movie.getReleaseYear(), row.get(2).asInt());
+        assertEquals(movie.getGenres().size(), row.get(3).size());
+        assertEquals(movie.getGenres().get(0), row.get(3).get(0).asText());
+        assertEquals(movie.getAverageRating(), row.get(4).asDouble(), 0);
+        assertEquals(movie.getRatingNumber(), row.get(5).asInt());
     }
 
     @Test
@@ -143,10 +148,10 @@ public class RecallEntryPointTest {
         JsonNode answer = json(entry.movies("[1, 11, 999999, 1]", true));
         assertEquals(1, answer.get("movies").size());
         JsonNode toyStory = answer.get("movies").get(0);
-        assertEquals("Toy Story", toyStory.get("title").asText());
-        assertEquals(10, toyStory.get("emb").size());
+        assertEquals("Toy Story", toyStory.get(1).asText());
+        assertEquals(10, toyStory.get(6).size());
         assertEquals("[11,999999]", answer.get("missing").toString());
-        assertFalse(json(entry.movies("[1]", false)).get("movies").get(0).has("emb"));
+        assertEquals("no emb unless asked", 6, json(entry.movies("[1]", false)).get("movies").get(0).size());
     }
 
     @Test
@@ -163,7 +168,20 @@ public class RecallEntryPointTest {
             assertTrue(movieIds.containsAll(ints(user.get("candidates"))));
             assertEquals(DATA.getUserById(user.get("userId").asInt()).getRatingCount(), user.get("ratings").size());
         }
-        assertFalse(answer.get("movies").get(0).has("emb"));
+        assertEquals("no emb unless asked", 6, answer.get("movies").get(0).size());
+    }
+
+    @Test
+    public void bundledHostCandidatesAreEachUsersHostRanking() throws Exception {
+        JsonNode answer = json(entry.userBundles("[1, 6, 42, 999999, 603]", "host", 800, false));
+        for (JsonNode user : answer.get("users")) {
+            List<Integer> expected = RecForYouProcess.getRecList(user.get("userId").asInt(), 800, "emb").stream()
+                    .map(Movie::getMovieId).collect(Collectors.toList());
+            assertEquals(user.get("userId").asText(), expected, ints(user.get("candidates")));
+        }
+        JsonNode cut = json(entry.userBundles("[6]", "host", 7, false)).get("users").get(0);
+        assertEquals(RecForYouProcess.getRecList(6, 7, "emb").stream().map(Movie::getMovieId)
+                .collect(Collectors.toList()), ints(cut.get("candidates")));
     }
 
     @Test
@@ -195,7 +213,7 @@ public class RecallEntryPointTest {
 
     private static List<Integer> movieIds(JsonNode answer) {
         List<Integer> ids = new ArrayList<>();
-        answer.get("movies").forEach(movie -> ids.add(movie.get("movieId").asInt()));
+        answer.get("movies").forEach(movie -> ids.add(movie.get(0).asInt()));
         return ids;
     }
 

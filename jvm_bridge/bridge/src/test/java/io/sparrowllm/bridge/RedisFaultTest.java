@@ -32,8 +32,13 @@ public class RedisFaultTest {
     private static final int TIMEOUT_MS = 200;
     /** A fault answer takes about one timeout; this is the most any may take. */
     private static final long MAX_FAULT_MS = 1500;
-    private static final List<String> OWNED = Arrays.asList("recent", "llm", "clickprompt", "popularity", "ease", "sasrec",
-            "custom");
+    private static final List<String> OWNED = owned();
+    private static List<String> owned() {
+        List<String> models = new ArrayList<>(BridgeConfig.BUILT_IN_MODELS);
+        models.add("custom");
+        return models;
+    }
+
     private static RedisServer redis;
     private static WebClient.Running host;
     private static WebClient.Running bridge;
@@ -133,7 +138,7 @@ public class RedisFaultTest {
         redis.kill();
         try (LogCapture log = new LogCapture();
              WebClient.Running late = WebClient.bridge(redisConfig())) {
-            for (String model : Arrays.asList("recent", "llm", "clickprompt", "popularity", "ease", "sasrec")) {
+            for (String model : BridgeConfig.BUILT_IN_MODELS) {
                 assertFastFallback(late, model);
             }
             log.assertNoStackTrace();

@@ -6,7 +6,9 @@ import com.sparrowrecsys.online.datamanager.User;
 
 import java.util.ArrayList;
 import java.util.Comparator;
+import java.util.IdentityHashMap;
 import java.util.List;
+import java.util.Map;
 
 /**
  * TEST STAND-IN of the host's "Recommended For You" recall and rank. The Redis refresh of the
@@ -26,12 +28,17 @@ public class RecForYouProcess {
         return ranked.size() > size ? ranked.subList(0, size) : ranked;
     }
 
-    /** "emb" sorts by cosine(user emb, movie emb), most similar first; a null model fails like the host's. */
+    /**
+     * "emb" sorts by cosine(user emb, movie emb), most similar first, ties in candidate order; a null model
+     * fails like the host's. Each candidate is scored once, as the host does (a map of scores, then a sort).
+     */
     public static List<Movie> ranker(User user, List<Movie> candidates, String model) {
         List<Movie> ranked = new ArrayList<>(candidates);
         switch (model) {
             case "emb":
-                ranked.sort(Comparator.comparingDouble((Movie movie) -> similarity(user, movie)).reversed());
+                Map<Movie, Double> scores = new IdentityHashMap<>();
+                ranked.forEach(movie -> scores.put(movie, similarity(user, movie)));
+                ranked.sort(Comparator.comparingDouble((Movie movie) -> scores.get(movie)).reversed());
                 break;
             default:
                 break;

@@ -1,0 +1,78 @@
+"""What the local model serves for a data folder: its fine-tuned adapter (if any) and its fusion weight.
+
+Both are kept under `<models dir>/palr/<model hash>-<data key>-<prompt version>-k<K>/` (`finetune.py` writes
+them): an adapter trained on other data, another model, prompt version or K is never picked up.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...config import ConfigError, Settings
+from ...datafolder import data_key, file_hash
+from ..llm.local_lm import LocalLMBackend
+from .fusion import Calibration
+from .prompts import Prompts
+
+__all__ = ["checkpoint_dir", "load_calibration", "save_calibration", "serving_model", "Serving",
+           "ADAPTER", "ADAPTER_WEIGHTS", "ZERO_SHOT", "FINETUNED"]
+
+log = logging.getLogger(__name__)
+
+ADAPTER = "adapter"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file name
+ZERO_SHOT, FINETUNED = "zero-shot", "finetuned"
+
+
+def _model_key(source: Path) -> str:
+    files = [source] if source.is_file() else sorted(source.glob("*.safetensors")) + [source / "config.json"]
+    return file_hash(*files)[:12]
+
+
+def checkpoint_dir(settings: Settings, llm: LocalLMBackend, prompts: Prompts) -> Path:
+    """Where the adapter and the fusion weights of this model, data folder, prompt version and K are kept."""
+    key = (f"{_model_key(llm.source)}-{data_key(settings.host.data_webroot)}-{prompts.version}"
+           f"-k{settings.llm.verbalizer_k}")
+    return settings.llm.models_dir / "palr" / key
+
+
+def load_calibration(directory: Path, variant: str) -> Calibration | None:
+    path = directory / f"fusion-{variant}.json"
+    return Calibration.from_json(json.loads(path.read_text())) if path.is_file() else None
+
+
+def save_calibration(directory: Path, variant: str, calibration: Calibration) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"fusion-{variant}.json").write_text(json.dumps(calibration.to_json(), indent=2))
+
+
+@dataclass(frozen=True)
+class Serving:
+    llm: LocalLMBackend  # with the adapter merged in, when there is one
+    weight: float  # the LLM's weight in the fusion
+    variant: str  # ZERO_SHOT or FINETUNED
+    calibrated: bool  # whether the weight was chosen on validation users (else configured, or 1.0)
+
+
+def serving_model(settings: Settings, llm: LocalLMBackend, prompts: Prompts) -> Serving:
+    """The adapter fine-tuned for the data folder (unless `local_finetuned` is off) and the fusion weight
+    chosen for it on validation users; `SPARROW_LLM_FUSION_WEIGHT` overrides the weight."""
+    try:
+        directory = checkpoint_dir(settings, llm, prompts)
+    except ConfigError as exc:  # no data folder to key on: the zero-shot model, unfused
+        log.warning("local model without a data folder (%s): zero-shot, LLM order only", exc)
+        return Serving(llm, 1.0 if settings.llm.fusion_weight is None else settings.llm.fusion_weight, ZERO_SHOT, False)
+    adapter = directory / ADAPTER
+    variant = FINETUNED if settings.llm.local_finetuned and (adapter / ADAPTER_WEIGHTS).is_file() else ZERO_SHOT
+    if variant == FINETUNED:
+        llm = llm.with_adapter(adapter, f"lora-{file_hash(adapter / ADAPTER_WEIGHTS)[:10]}")
+    calibration = load_calibration(directory, variant)
+    if settings.llm.fusion_weight is not None:
+        return Serving(llm, settings.llm.fusion_weight, variant, False)
+    if calibration is None:
+        log.warning("no fusion weight for %s (run `sparrow-llm llm calibrate` or `llm finetune`): LLM order only",
+                    directory)
+        return Serving(llm, 1.0, variant, False)
+    return Serving(llm, calibration.weight, variant, True)

@@ -1,0 +1,127 @@
+"""`popularity`, `ease`, `ease-recent`, `sasrec`: the whole catalogue ranked for a user from their ratings.
+
+Each ranks every movie of the data folder's movies.csv (not only the host's candidates: `ctx.movies` holds
+only the movies of the user's bundle), leaves out the movies the user rated, and keeps the top `top_n`; the
+stage serves them (movies the host cannot load are skipped there), then the host's order. A user with no
+rating of a catalogue movie the model reads (no ratings at all; for `ease-recent` configured on liked
+movies, no liked one) gets None, so the stage serves the host's order. Reasons say only what is true of the
+data: how many people rated the movie, or how many who liked a movie the user liked also liked it.
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ...config import ConfigError, Settings
+from ...datafolder import file_hash
+from ...domain import RankedItem, Ranking, UserContext
+from ...store import Store
+from ..base import BaseRanker
+from .checkpoint import RetrievalData, load_data, prepare_model
+from .interactions import CONFIG_FILE, WEIGHTS_FILE, History, cooccurrence, popularity_counts
+from .linear import LinearModel
+
+__all__ = ["RetrievalRanker", "Scorer", "SASRecScorer", "from_settings", "popularity_ranker", "ease_ranker",
+           "ease_recent_ranker", "sasrec_ranker", "TOP_N"]
+
+TOP_N = 200  # a record's length: far more than a page, and the base's top K of any reranker
+
+
+class Scorer(Protocol):
+    def reads(self, history: History) -> bool:
+        """Whether the history holds anything the model scores from."""
+
+    def scores(self, histories: Sequence[History]) -> np.ndarray: ...
+
+
+class SASRecScorer:
+    def __init__(self, directory: Path):
+        from .sasrec import SASRec  # torch loads for this model only
+
+        self.model = SASRec.from_pretrained(directory)
+        self.interactions = self.model.config.interactions
+
+    def reads(self, history: History) -> bool:
+        return bool(len(history.select(self.interactions)))
+
+    def scores(self, histories: Sequence[History]) -> np.ndarray:
+        return self.model.predict([h.select(self.interactions) for h in histories])
+
+
+class RetrievalRanker(BaseRanker):
+    backend = "retrieval"
+
+    def __init__(self, name: str, scorer: Scorer, data: RetrievalData, version: str, *, top_n: int = TOP_N,
+                 explain_by_counts: bool = False):
+        if top_n < 1:
+            raise ValueError("top_n must be >= 1")
+        self.name, self.scorer, self.version, self.top_n = name, scorer, version, top_n
+        self.catalogue = data.catalogue
+        self.explain_by_counts = explain_by_counts  # popularity: its reason is the count itself
+        items = len(data.catalogue)
+        self.rated_by = popularity_counts([h.items for h in data.full], items).astype(np.int64)
+        self.co_liked = cooccurrence([h.liked for h in data.full], items)
+
+    def rank(self, ctx: UserContext) -> Ranking | None:
+        return self.rank_many([ctx])[0]
+
+    def rank_many(self, contexts: Sequence[UserContext]) -> list[Ranking | None]:
+        histories = [History.from_ratings(self.catalogue, ctx.ratings) for ctx in contexts]
+        readable = [i for i, h in enumerate(histories) if self.scorer.reads(h)]
+        rankings: list[Ranking | None] = [None] * len(contexts)
+        if not readable:
+            return rankings
+        scores = self.scorer.scores([histories[i] for i in readable])
+        for row, i in enumerate(readable):
+            rankings[i] = self._ranking(histories[i], scores[row], len(contexts[i].ratings))
+        return rankings
+
+    def _ranking(self, history: History, scores: np.ndarray, rated: int) -> Ranking:
+        scores = np.array(scores, dtype=np.float64)
+        scores[history.items] = -np.inf  # what the user rated is never recommended again
+        order = np.argsort(-scores, kind="stable")[: self.top_n]  # ties: the lower catalogue index first
+        order = order[np.isfinite(scores[order])]
+        reasons = self._reasons(history, order)
+        items = tuple(RankedItem(int(self.catalogue.movie_ids[j]), round(float(scores[j]), 6), reason)
+                      for j, reason in zip(order, reasons))
+        return Ranking(items, {"history": rated})
+
+    def _reasons(self, history: History, order: np.ndarray) -> list[str]:
+        popular = [f"rated by {self.rated_by[j]} people here" for j in order]
+        liked = np.unique(history.liked)
+        if self.explain_by_counts or not len(liked):
+            return popular
+        # For each recommended movie, the movie the user liked that most people liked together with it.
+        together = self.co_liked[liked][:, order].toarray()
+        best = together.argmax(axis=0)
+        return [f"liked by {together[b, col]} people who also liked {self.catalogue.titles[liked[b]]}"
+                if together[b, col] > 0 else popular[col] for col, b in enumerate(best)]
+
+
+def _version(name: str, directory: Path) -> str:
+    return f"{name}-{file_hash(directory / CONFIG_FILE, directory / WEIGHTS_FILE)[:10]}"
+
+
+def from_settings(settings: Settings, store: Store | None = None, *, model: str) -> RetrievalRanker:
+    """The registry's factory: the data folder's model (trained now when missing), its catalogue and counts.
+    The store is not used (the models keep no cache)."""
+    directory, _ = prepare_model(settings, model, progress=False)
+    data = load_data(settings, n_folds=0)  # serving needs the histories only, not the validation folds
+    if model == "sasrec":
+        scorer: Scorer = SASRecScorer(directory)
+        items = scorer.model.config.n_items
+    else:
+        scorer = LinearModel.load(directory)
+        items = len(scorer.movie_ids)
+    if items != len(data.catalogue):
+        raise ConfigError(f"{directory} was trained on {items} movies, the data folder has {len(data.catalogue)}")
+    return RetrievalRanker(model, scorer, data, _version(model, directory), explain_by_counts=model == "popularity")
+
+
+popularity_ranker = partial(from_settings, model="popularity")
+ease_ranker = partial(from_settings, model="ease")
+ease_recent_ranker = partial(from_settings, model="ease-recent")
+sasrec_ranker = partial(from_settings, model="sasrec")
