@@ -66,9 +66,11 @@ def host_heap(ratings: int) -> str:
 
 def stage_settings(work: Path, deploy: Path, redis_port: int | None = None) -> Settings:
     store = {"kind": "redis", "redis_port": redis_port} if redis_port else {"dir": work / "store"}
+    # The rerankers rerank the host's candidates (base None): their default base, EASE, keeps an items x items
+    # matrix, 38 GB for the 100k deploy's catalogue.
     return Settings.from_env().replace(host={"data_dir": deploy, "work_dir": work, "shared_dir": SHARED},
                                        bridge={"connect_file": work / "gateway.json"}, store=store,
-                                       llm={"backend": "local-minilm"})
+                                       llm={"backend": "local-minilm"}, base=None)
 
 
 def peak_mib(pid: int) -> float:

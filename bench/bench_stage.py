@@ -106,8 +106,8 @@ def main() -> None:
         users = [u for u in range(1, 700) if store.get_record("recent", u)]
         rng = random.Random(7)
         sample = [rng.choice(users) for _ in range(args.requests)]
-        configs = {  # name -> (port, model)
-            "host alone": (alone, "emb"), "pass-through": (host.http_port, "emb"), "stored list": (host.http_port, "recent")}
+        configs = {"host alone": (alone, "emb"), "pass-through": (host.http_port, "emb"),  # name -> (port, model)
+                   "stored list": (host.http_port, "recent")}
         paths = {name: [f"/getrecforyou?id={u}&size=32&model={model}" for u in sample]
                  for name, (_, model) in configs.items()}
         # The same answer where it must be: pass-through is the host's own body.

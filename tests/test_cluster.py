@@ -12,10 +12,11 @@ import pytest
 
 from sparrow_llm.config import Settings
 from sparrow_llm.pipeline.rerank import run_rerank
+from sparrow_llm.pipeline import rerank_spark
 from sparrow_llm.pipeline.rerank_spark import run_rerank_spark
 from sparrow_llm.rankers.clickprompt.samples_spark import run_features
 from sparrow_llm.rankers.palr.profiles import run_profiles
-from sparrow_llm.schema import COL_USER
+from sparrow_llm.schema import COL_USER, MOVIES_CSV
 from sparrow_llm.spark import spark_session
 from sparrow_llm.store import FileStore
 
@@ -41,6 +42,17 @@ def _executor_python(monkeypatch):
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
 
 
+@pytest.fixture(autouse=True)
+def _no_local_session():
+    """A running local session would be handed to the jobs by getOrCreate, master or not: stop it first
+    (the session-wide `spark` fixture's, when an earlier test started it; a later one starts afresh)."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+
+
 def test_the_profile_job_on_the_cluster_writes_what_local_writes(spark_cluster, ratings, tmp_path):
     users = sorted(ratings[COL_USER].unique())[:USERS]
     local = run_profiles(_settings(tmp_path / "local"), master="local[2]", users=users, progress=False)
@@ -56,11 +68,16 @@ def test_the_profile_job_on_the_cluster_writes_what_local_writes(spark_cluster, 
             mine.text, mine.backend, mine.version, mine.history_hash), user
 
 
-def test_features_and_rerank_run_on_the_cluster(spark_cluster, host, fixture_webroot, tmp_path):
-    settings = host.settings
+def test_features_and_rerank_run_on_the_cluster(spark_cluster, host, fixture_webroot, ratings, tmp_path, monkeypatch):
+    # Batches of 4 users, waves of 2 batches: the 12 users take two Spark jobs, the second fetched during the first.
+    settings = host.settings.replace(bridge={"batch_users": 4})
+    monkeypatch.setattr(rerank_spark, "WAVE_USERS", 8)
+    subset = tmp_path / "ratings.csv"  # the first users' ratings: the same jobs, less to shuffle on two cores
+    ratings[ratings[COL_USER] <= USERS].to_csv(subset, index=False)
     spark = spark_session(spark_cluster.url, app="sparrow-llm-cluster-jobs")
     try:
-        features = run_features(tmp_path / "samples", webroot=fixture_webroot, spark=spark)
+        features = run_features(tmp_path / "samples", ratings=subset, movies=fixture_webroot / MOVIES_CSV,
+                                spark=spark)
         rows = {name: sum(len(pd.read_csv(part)) for part in (tmp_path / "samples" / name).glob("*.csv"))
                 for name in features.rows}
         assert rows == dict(features.rows) and rows["train"] > rows["test"] > 0
@@ -70,7 +87,7 @@ def test_features_and_rerank_run_on_the_cluster(spark_cluster, host, fixture_web
     finally:
         spark.stop()
     in_process = run_rerank(settings, "recent", users=users, store=FileStore(tmp_path / "in-process"), progress=False)
-    assert on_cluster.written == in_process.written > 0
+    assert (on_cluster.users, on_cluster.written) == (in_process.users, in_process.written) and in_process.written > 0
     for user in users:
         mine, theirs = FileStore(tmp_path / "in-process").get_record("recent", user), store.get_record("recent", user)
         assert (theirs is None) == (mine is None)

@@ -133,7 +133,7 @@ def llm(args, settings: Settings) -> int:
     if args.action == "calibrate":
         print(run_calibrate(settings, progress=not args.no_progress, master=args.master))
         return 0
-    flags = {k: getattr(args, k) for k in ("max_minutes", "max_steps", "batch_size", "eval_every")}
+    flags = {k: getattr(args, k) for k in ("max_minutes", "max_steps", "batch_size", "eval_every", "lr")}
     print(run_finetune(settings, {k: v for k, v in flags.items() if v is not None}, progress=not args.no_progress,
                        master=args.master))
     return 0

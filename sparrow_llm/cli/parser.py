@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
             for flag, kind, what in (("max-minutes", float, "training time (default 40)"),
                                      ("max-steps", int, "steps (default: one epoch)"),
                                      ("batch-size", int, "samples per step (default 2)"),
-                                     ("eval-every", int, "steps between validations (default 100)")):
+                                     ("eval-every", int, "steps between validations (default 100)"),
+                                     ("lr", float, "AdamW's learning rate (default 2e-4)")):
                 p.add_argument(f"--{flag}", type=kind, help=what)
         p.add_argument("--master", default="local[*]", help="Spark master of the samples job (default: local[*])")
         _common(p)

@@ -3,12 +3,18 @@ candidates and histories through the bridge in bulk batches and attaches stored 
 is the driver's), broadcasts the union of the batches' movies and parallelises the contexts; each
 partition builds its ranker once, ranks with `rank_many` in batches and writes the records itself, and
 its `RerankSummary` is merged into the driver's. Per user it runs exactly what `run_rerank` runs.
+
+Users go in waves of `WAVE_USERS`, one Spark job each, the next wave fetched while the executors rank this
+one: the driver holds two waves' contexts at most, whatever the deploy's size (all of them at once took
+~50 KiB per user, 5 GiB at 100k users).
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from functools import partial
 from typing import Iterable, Iterator, Sequence
 
@@ -22,11 +28,13 @@ from ..config import Settings
 from ..domain import MovieMeta, UserContext
 from ..progress import progress_bar
 from ..registry import make_ranker
-from ..spark import session, task_progress
+from ..spark import session
 from ..store import Store, open_default_store
 from .rerank import RerankSummary, base_ranker, rank_contexts
 
-__all__ = ["run_rerank_spark"]
+__all__ = ["run_rerank_spark", "WAVE_USERS"]
+
+WAVE_USERS = 4096
 
 
 def _rerank_partition(settings: Settings, model: str, store: Store | None, movies_bc: Broadcast,
@@ -72,37 +80,59 @@ def run_rerank_spark(settings: Settings, model: str, *, users: Sequence[int] | N
     summary = RerankSummary(model=ranker.name)
     started = time.perf_counter()
     try:
-        with bridge_client(settings, client) as client:
+        with bridge_client(settings, client) as client, ExitStack() as stack:
             batches = user_batches(client, settings, users, sample)
-            # A context travels without its movies; the executors attach the union of every batch's movies,
-            # which holds the same entry for each movie a user names (a user's batch fetched all of those).
-            contexts: list[UserContext] = []
-            movies: dict[int, MovieMeta] = {}
-            with progress_bar(total=sum(map(len, batches)), desc=f"fetch {ranker.name}", unit="user",
-                              enabled=progress) as bar:
-                for user_batch in batches:
-                    found, unknown = fetch_contexts(client, store, user_batch, source=ranker.candidate_source,
-                                                    with_emb=ranker.needs_emb)
-                    if found:
-                        movies.update(found[0].movies)  # one dict per bulk call
-                    contexts += [dataclasses.replace(c, movies={}) for c in found]
-                    summary.users += len(user_batch)
-                    summary.skipped += unknown
-                    bar.update(len(user_batch))
-        if contexts:
-            with session(spark, master, "sparrow-llm-rerank") as spark:
-                sc = spark.sparkContext
-                slices = min(partitions or sc.defaultParallelism, len(contexts))
-                movies_bc = sc.broadcast(movies)
-                try:
-                    with task_progress(spark, f"rerank {ranker.name} ({slices} partitions)", progress):
-                        tallies = (sc.parallelize(contexts, slices)
-                                   .mapPartitions(partial(_rerank_partition, settings, model, shipped, movies_bc))
-                                   .collect())
-                finally:
-                    movies_bc.destroy()
-            for tally in tallies:
-                summary.merge(tally)
+            per_wave = max(1, WAVE_USERS // max(1, settings.bridge.batch_users))
+            waves = [batches[i:i + per_wave] for i in range(0, len(batches), per_wave)]
+            fetch = partial(_fetch_wave, client, store, ranker.candidate_source, ranker.needs_emb)
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerank-fetch"))
+            bar = stack.enter_context(progress_bar(total=sum(map(len, batches)), desc=f"rerank {ranker.name}",
+                                                   unit="user", enabled=progress))
+            pending = pool.submit(fetch, waves[0]) if waves else None
+            active: SparkSession | None = None  # started for the first wave that has users to rank
+            for i in range(len(waves)):
+                contexts, movies, unknown = pending.result()
+                pending = pool.submit(fetch, waves[i + 1]) if i + 1 < len(waves) else None
+                if contexts:
+                    active = active or stack.enter_context(session(spark, master, "sparrow-llm-rerank"))
+                    for tally in _rank_wave(active, settings, model, shipped, contexts, movies, partitions):
+                        summary.merge(tally)
+                wave_users = sum(map(len, waves[i]))
+                summary.users += wave_users
+                summary.skipped += unknown
+                bar.update(wave_users)
     finally:
         summary.wall_s = time.perf_counter() - started
     return summary
+
+
+def _fetch_wave(client: BridgeClient, store: Store, source: str, with_emb: bool,
+                batches: Sequence[Sequence[int]]) -> tuple[list[UserContext], dict[int, MovieMeta], int]:
+    """The wave's contexts (without their movies), the union of their movies, and how many users were unknown.
+    The executors attach the union, which holds the same entry for each movie a user names (a user's batch
+    fetched all of those)."""
+    contexts: list[UserContext] = []
+    movies: dict[int, MovieMeta] = {}
+    unknown = 0
+    for user_batch in batches:
+        found, missing = fetch_contexts(client, store, user_batch, source=source, with_emb=with_emb)
+        if found:
+            movies.update(found[0].movies)  # one dict per bulk call
+        contexts += [dataclasses.replace(c, movies={}) for c in found]
+        unknown += missing
+    return contexts, movies, unknown
+
+
+def _rank_wave(spark: SparkSession, settings: Settings, model: str, shipped: Store | None,
+               contexts: list[UserContext], movies: dict[int, MovieMeta],
+               partitions: int | None) -> list[RerankSummary]:
+    """One Spark job: the wave's contexts ranked and written by the executors; each partition's tally."""
+    sc = spark.sparkContext
+    slices = min(partitions or sc.defaultParallelism, len(contexts))
+    movies_bc = sc.broadcast(movies)
+    try:
+        return (sc.parallelize(contexts, slices)
+                .mapPartitions(partial(_rerank_partition, settings, model, shipped, movies_bc))
+                .collect())
+    finally:
+        movies_bc.destroy()

@@ -23,7 +23,8 @@ UserQuery = tuple[int | None, "pd.DataFrame | Iterable[Any]", Sequence[int]]
 
 
 class ClickPromptScorer:
-    """Click probabilities for one user's candidates.
+    """Click probabilities of candidates: one user's (`score`, from the samples training builds) or a batch's
+    (`score_many`, the same values, vectorised: what the ranker serves with).
 
     `use_plm=False` runs only the CTR model (the ClickPrompt CTR-only deployment): the checkpoint must
     have trained a CTR logit (fusion `ctr` or `prefix_add`) and the PLM is never loaded. `use_plm=True`

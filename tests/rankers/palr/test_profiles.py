@@ -291,7 +291,9 @@ def test_rerank_spark_writes_what_run_rerank_writes(host, spark, model, tmp_path
                                      spark=spark, partitions=2, progress=False)
     assert (spark_run.users, spark_run.written, spark_run.skipped, spark_run.failed) == (
         local.users, local.written, local.skipped, local.failed) == (11, 10, 1, 0)
-    assert spark_run.counters == local.counters
+    timing = ("llm_ms",)  # wall time of the calls: measured, not the same twice
+    assert {k: v for k, v in spark_run.counters.items() if k not in timing} == {
+        k: v for k, v in local.counters.items() if k not in timing}
     if model == "llm":
         parses = sum(v for k, v in spark_run.counters.items() if k.startswith("parse "))
         assert parses == spark_run.counters["cache miss"] == spark_run.written
