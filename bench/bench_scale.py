@@ -56,6 +56,9 @@ FULL_STAGES = ("fetch", "rerank", "rerank-spark", "profiles", "store-file", "sto
 SAMPLED_STAGES = ("llm", "clickprompt")
 STORE_USERS = 20_000  # records written by the store stages at most: ~50 KiB each, the time per user is what counts
 EXPONENT, MEMORY_GROWTH = 1.1, 1.5
+# The Spark stages' JVM heap, the same at every size: a stage that needs more as users grow fails, and the JVM's
+# RSS shows what it uses within the cap (an uncapped JVM grows its heap lazily, which says little).
+SPARK_DRIVER_MEMORY = "1g"
 
 
 def host_heap(ratings: int) -> str:
@@ -86,7 +89,7 @@ def _spark(app: str):
     from sparrow_llm.spark import spark_session
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = spark_session("local[2]", app=app)
+    spark = spark_session("local[2]", app=app, driver_memory=SPARK_DRIVER_MEMORY)
     return spark, int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
 
 
@@ -228,7 +231,8 @@ def run_size(users: int, args, out: Path, previous: dict | None) -> dict:
                     growth = users / previous["users"] * 1.2
                     projected = growth * (done.get("prepare_s", 0.0) if sampled else done["wall_s"])
                     if projected > args.budget_s:
-                        size["stages"][stage] = {"error": f"skipped: ~{projected:.0f} s projected > {args.budget_s:.0f} s"}
+                        size["stages"][stage] = {
+                            "error": f"skipped: ~{projected:.0f} s projected > {args.budget_s:.0f} s"}
                         print(f"  {stage}: {size['stages'][stage]['error']}", flush=True)
                         continue
                 result = Child(stage, work, deploy_dir, users, args, redis.port).wait()
@@ -281,10 +285,12 @@ def report(sizes: list[dict]) -> list[str]:
                          f"{r['ms_per_user']:>9.2f} {r['driver_mib']:>10.0f} {jvm:>13}{extra}")
         if "stage" in size:
             s = size["stage"]
-            lines.append(f"{size['users']:>8,} {'stage':13} idle p50 {s['idle_p50_ms']:.1f} / p99 {s['idle_p99_ms']:.1f} ms; "
+            lines.append(f"{size['users']:>8,} {'stage':13} idle p50 {s['idle_p50_ms']:.1f} / "
+                         f"p99 {s['idle_p99_ms']:.1f} ms; "
                          f"during the bulk rewrite ({s['rewrite_s'] or 0:.0f} s) p50 {s['busy_p50_ms']:.1f} / "
                          f"p99 {s['busy_p99_ms']:.1f} ms over {s['busy_requests']} requests")
-        lines.append(f"{size['users']:>8,} host JVM: -Xmx{size['heap']}, peak RSS {size.get('host_mib', float('nan')):.0f} MiB, "
+        lines.append(f"{size['users']:>8,} host JVM: -Xmx{size['heap']}, "
+                     f"peak RSS {size.get('host_mib', float('nan')):.0f} MiB, "
                      f"start-up {size.get('host_start_s', float('nan')):.1f} s ({size['ratings']:,} ratings, "
                      f"{size['movies']:,} movies); Redis peak {size.get('redis_mib', float('nan')):.0f} MiB")
     return lines
@@ -325,7 +331,8 @@ def main() -> int:
     ap.add_argument("--users", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args.child, args.work, args.deploy, args.users, args.sample, args.redis_port)))
+        result = child(args.child, args.work, args.deploy, args.users, args.sample, args.redis_port)
+        print("RESULT " + json.dumps(result))
         return 0
     requested = [s for s in args.stages.split(",") if s]
     args.stages_extra = {s for s in requested if s == "stage"}
@@ -337,8 +344,9 @@ def main() -> int:
         sizes: list[dict] = []
         for users in (int(s) for s in args.sizes.split(",")):
             sizes.append(run_size(users, args, out, sizes[-1] if sizes else None))
-    print(f"\nmachine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GIB:.0f} GiB, "
-          f"load average {os.getloadavg()[0]:.1f}; stages on local[2], one torch/OpenMP thread")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    print(f"\nmachine: {os.cpu_count()} cores, {memory:.0f} GiB, load average {os.getloadavg()[0]:.1f}; Spark stages "
+          f"on local[2] with a {SPARK_DRIVER_MEMORY} driver heap, one torch/OpenMP thread")
     print("\n".join(report(sizes)))
     print("\n".join(verdicts(sizes, args.stages)))
     ran = [s["users"] for s in sizes if any("ms_per_user" in r for r in s["stages"].values())]

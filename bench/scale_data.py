@@ -57,7 +57,8 @@ def _spans(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.arange(counts.sum()) + offsets
 
 
-def _catalogue(movies: pd.DataFrame, links: pd.DataFrame, n_movies: int, rng) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+def _catalogue(movies: pd.DataFrame, links: pd.DataFrame, n_movies: int,
+               rng) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     """The fixture's movies and `n_movies - len(movies)` numbered copies; the source row of each."""
     extra = n_movies - len(movies)
     src = np.concatenate([np.arange(len(movies)), rng.integers(0, len(movies), extra)])

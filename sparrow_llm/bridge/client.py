@@ -29,6 +29,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CANDIDATE_SOURCES = ("host", "genre", "embedding")
+_METAS_KEPT = 8192
 _START_HINT = ("start it with `sparrow-llm demo` (stand-in host) or run the host with main class "
                "io.sparrowllm.bridge.BridgeLauncher and SPARROW_LLM_TOKEN set")
 
@@ -91,7 +92,8 @@ class BridgeClient:
         self._gateway: JavaGateway | None = None
         self.address: GatewayAddress | None = None
         # Each movie's last row and its MovieMeta: an 800-candidate answer names the same movies every time,
-        # and building the frozen dataclasses cost more than the call itself. A changed row is built again.
+        # and building the frozen dataclasses cost more than the call itself. A changed row is built again;
+        # past _METAS_KEPT movies the memo starts over, so a large catalogue does not grow the client.
         self._metas: dict[tuple[int, int], tuple[list, MovieMeta]] = {}
 
     def __enter__(self) -> "BridgeClient":
@@ -190,6 +192,8 @@ class BridgeClient:
             key = (row[0], len(row))
             known = self._metas.get(key)
             if known is None or known[0] != row:
+                if len(self._metas) >= _METAS_KEPT:
+                    self._metas.clear()
                 movie_id, title, year, genres, average, count, *emb = row
                 meta = MovieMeta(int(movie_id), title or "", int(year or 0), tuple(genres or ()), float(average or 0.0),
                                  int(count or 0), tuple(emb[0]) if emb and emb[0] else None)
