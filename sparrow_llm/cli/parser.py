@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      ("max-steps", int, "steps (default: one epoch)"),
                                      ("batch-size", int, "samples per step (default 2)"),
                                      ("eval-every", int, "steps between validations (default 100)"),
-                                     ("lr", float, "AdamW's learning rate (default 2e-4)")):
+                                     ("lr", float, "AdamW's learning rate (default 1e-3)")):
                 p.add_argument(f"--{flag}", type=kind, help=what)
         p.add_argument("--master", default="local[*]", help="Spark master of the samples job (default: local[*])")
         _common(p)

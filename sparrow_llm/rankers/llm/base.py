@@ -131,7 +131,7 @@ class LabelScores:
     scores: tuple[tuple[float, ...], ...]
     prompt_tokens: int  # all requests together
     model: str
-    latency_s: float
+    latency_s: float  # the forward passes' time spent on these requests (their share of shared batches)
 
 
 class LabelScorer(ABC):

@@ -8,7 +8,8 @@
   about a second and never touch the network.
 * One model per process (per Spark executor worker too), shared by every backend instance.
 * Generation (profiles; PALR's rank prompt): greedy, and requests from many threads are batched
-  (`local_batch` at a time, left-padded) on one worker thread.
+  (`local_batch` at a time, left-padded) on one worker thread. A request's latency is its share of its
+  batch's time (a batch of 8 users costs each an eighth), so summed latencies are the model's busy time.
 * `score_options` (the verbalizer): one forward pass per request, batched the same way; each option's
   score is its label token's log-probability as the answer's first token, among the options only.
 """
@@ -232,7 +233,7 @@ class LocalLMBackend(ChatBackend, LabelScorer):
     def score_options(self, requests: list[PromptRequest]) -> LabelScores:
         # One request (a user's single pass) joins other threads' in a batch; a user's passes form their own.
         rows = [self._score.call(r) for r in requests] if len(requests) == 1 else self._score_batch(requests)
-        return LabelScores(tuple(r[0] for r in rows), sum(r[1] for r in rows), self.model, max(r[2] for r in rows))
+        return LabelScores(tuple(r[0] for r in rows), sum(r[1] for r in rows), self.model, sum(r[2] for r in rows))
 
     def close(self) -> None:
         self._generate.close()
@@ -253,7 +254,7 @@ class LocalLMBackend(ChatBackend, LabelScorer):
         with lm.lock, torch.inference_mode():
             out = lm.model.generate(**encoded, max_new_tokens=max(limits), do_sample=False, top_p=None,
                                     top_k=None, temperature=None, pad_token_id=lm.tokenizer.pad_token_id)
-        latency = time.perf_counter() - started
+        latency = (time.perf_counter() - started) / len(requests)  # each request's share of the batch
         width = encoded["input_ids"].shape[1]
         prompt_tokens = encoded["attention_mask"].sum(dim=1).tolist()
         completions = []
@@ -267,7 +268,7 @@ class LocalLMBackend(ChatBackend, LabelScorer):
         return completions
 
     def _score_batch(self, requests: list[PromptRequest]) -> list[tuple[tuple[float, ...], int, float]]:
-        """Per request: the options' log-probabilities, the prompt's tokens and the seconds its forward pass took."""
+        """Per request: the options' log-probabilities, the prompt's tokens and its share of the batch's seconds."""
         import torch
 
         lm = self.loaded()
@@ -286,7 +287,7 @@ class LocalLMBackend(ChatBackend, LabelScorer):
             used = encoded["attention_mask"].sum(dim=1).tolist()
             self.counters.add(calls=len(rows), prompt_tokens=int(sum(used)))
             for i, row, n in zip(rows, scores.tolist(), used):
-                results[i] = (tuple(row), int(n), time.perf_counter() - started)
+                results[i] = (tuple(row), int(n), (time.perf_counter() - started) / len(requests))
         return results
 
 

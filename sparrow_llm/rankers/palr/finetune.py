@@ -53,7 +53,7 @@ class FinetuneOptions:
     max_minutes: float = 40.0  # training and its checks; the final validation pass comes on top
     max_steps: int | None = None
     batch_size: int = 2  # 4 peaked at 5.6 GiB (activations of 30 layers for the backward pass)
-    lr: float = 2e-4
+    lr: float = 1e-3  # better than 2e-4 on validation (NDCG@10 0.300 against 0.244 after ~130 steps)
     warmup_steps: int = 10
     eval_every: int = 100
     patience: int = 2

@@ -28,7 +28,7 @@ from functools import partial
 from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import pandas as pd
-from pyspark import Broadcast, inheritable_thread_target
+from pyspark import Broadcast
 from pyspark.sql import DataFrame, Observation, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
@@ -235,22 +235,17 @@ def run_profiles(settings: Settings, *, ratings: str | os.PathLike | None = None
         partitions = partitions or sc.defaultParallelism
         with task_progress(spark, f"profiles ({partitions} partitions)", progress):
             ratings_df = read_ratings(spark, ratings)
-            chosen = ratings_df.where(F.col(COL_USER).isin([int(u) for u in users])) if users else ratings_df
-            # Round-robin: partitions of equal user counts finish together, keeping the calls in flight up.
-            histories = user_histories(chosen).repartition(partitions).persist()
-            # The histories are grouped (and cached for the LLM stage) while the driver builds the movies'
-            # metadata: two small jobs at once instead of one after the other, the fixed cost before any call.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                grouped = pool.submit(inheritable_thread_target(spark)(histories.count))
-                movies_bc = sc.broadcast(movie_metas(read_movies(spark, movies), ratings_df))
-                grouped.result()
+            movies_bc = sc.broadcast(movie_metas(read_movies(spark, movies), ratings_df))
             try:
+                if users:
+                    ratings_df = ratings_df.where(F.col(COL_USER).isin([int(u) for u in users]))
+                # Round-robin: partitions of equal user counts finish together, keeping the calls in flight up.
+                histories = user_histories(ratings_df).repartition(partitions)
                 results = spark.createDataFrame(
                     histories.rdd.mapPartitions(partial(_profile_partition, settings, movies_bc)), _RESULT_SCHEMA)
                 totals = _profile_totals(results, None if parquet_out is None else os.fspath(parquet_out))
             finally:
                 movies_bc.destroy()
-                histories.unpersist()
         return ProfileSummary(
             backend=backend, version=version, users=totals["users"], written=totals[_WRITTEN],
             skipped=totals[_UNCHANGED], failed=totals[_FAILED], llm_calls=totals[_LLM_CALLS],

@@ -161,7 +161,10 @@ class PalrRanker(BaseRanker):
     def _by_scores(self, ctx: UserContext, window: Sequence[int], history: Sequence[Rated], profile: str,
                    tally: _Tally) -> list[int]:
         """The window in fused order: the mean option log-probability over the passes (the first in the base's
-        order, the others seeded shuffles of it), fused with the base's score."""
+        order, the others seeded shuffles of it), fused with the base's score. At weight 0 that is the base's
+        order whatever the scores: no forward pass is spent on it."""
+        if self.weight == 0.0:
+            return list(window)
         movies = [ctx.movies[m] for m in window]
         orders = [list(range(len(window)))] + [
             random.Random(f"{self.seed}:{ctx.user_id}:{p}").sample(range(len(window)), len(window))

@@ -113,21 +113,22 @@ def test_palr_ranks_by_label_scores_fused_with_the_base(lm, tmp_path):
     base = {m: 1.0 - i / 10 for i, m in enumerate((15, 14, 11, 10, 8))}  # the base's top 5, best first
     users = [dataclasses.replace(c, candidate_ids=tuple(base), base_scores=base)
              for c in (context(1), context(2, CRIME_FAN))]
-    as_base = PalrRanker(lm, prompts, store, weight=0.0, passes=2).rank_many(users)
-    for ctx, ranking in zip(users, as_base):
-        assert [i.movie_id for i in ranking.items] == ctx.unrated_candidates()  # weight 0: the base's order
-        assert ranking.meta["llm_calls"] == 2 and ranking.meta["prompt_tokens"] > 100
-        assert ranking.meta["completion_tokens"] == 0 and ranking.meta["llm_ms"] > 0
-    by_llm = PalrRanker(lm, prompts, store, weight=1.0, passes=1).rank_many(users)
+    by_llm = PalrRanker(lm, prompts, store, weight=1.0).rank_many(users)
     for ctx, ranking in zip(users, by_llm):
-        assert ranking.meta["llm_calls"] == 0 and ranking.meta["cache"] == "hit"  # the first pass's prompt: cached
         window = ctx.unrated_candidates()
         history = [Rated(MOVIES[r.movie_id], r.rating) for r in ctx.ratings]
-        request = prompts.choose_request(history, [MOVIES[m] for m in window])
-        scores = store.cache_get(cache_key(lm, request))["scores"]
+        scores = store.cache_get(cache_key(lm, prompts.choose_request(history, [MOVIES[m] for m in window])))["scores"]
         assert [i.movie_id for i in ranking.items] == [window[i] for i in np.argsort(-np.array(scores), kind="stable")]
+        assert ranking.meta["llm_calls"] == 1 and ranking.meta["prompt_tokens"] > 100
+        assert ranking.meta["completion_tokens"] == 0 and ranking.meta["llm_ms"] > 0
         assert all(i.reason == "" or i.reason.split(",")[0] in MOVIES[i.movie_id].genres or
                    i.reason.startswith("like ") for i in ranking.items)
+    as_base = PalrRanker(lm, prompts, store, weight=0.0, passes=2).rank_many(users)
+    for ctx, ranking in zip(users, as_base):  # weight 0: the base's order, and no forward pass spent on it
+        assert [i.movie_id for i in ranking.items] == ctx.unrated_candidates() and ranking.meta["llm_calls"] == 0
+    fused = PalrRanker(lm, prompts, store, weight=0.5, passes=2).rank_many(users)
+    assert [r.meta["llm_calls"] for r in fused] == [1, 1]  # the first pass is cached, the shuffled one is new
+    assert all(sorted(i.movie_id for i in r.items) == sorted(c.unrated_candidates()) for r, c in zip(fused, users))
 
 
 def test_a_backend_error_keeps_the_base_order(lm, tmp_path, monkeypatch):

@@ -48,6 +48,8 @@ public final class RecallEntryPoint {
     private final MissQueue misses;
     private final String hostModel;
     private final Map<Integer, MovieJson> movieJson = new ConcurrentHashMap<>();
+    /** getMovies(800, "rating"): the same for every user and every call, as the host's movies never change. */
+    private volatile List<Movie> hostCandidates;
     private volatile List<Integer> userIds;
 
     RecallEntryPoint(MissQueue misses, String hostModel) {
@@ -199,12 +201,12 @@ public final class RecallEntryPoint {
     /**
      * The candidates of one call's users. The host's recall, RecForYouProcess.getRecList(user, size, model),
      * is ranker(user, getMovies(800, "rating"), model) cut to size, after refreshing the user's emb and
-     * features from Redis when Config says so. The 800 are the same for every user, so when there is nothing
-     * to refresh a bulk call sorts the catalogue once, not once per user (a cost that grew with the catalogue).
+     * features from Redis when Config says so. The 800 are the same for every user (the host loads its movies
+     * and their ratings once), so when there is nothing to refresh the catalogue is sorted once, not on every
+     * call for every user (a cost that grew with the catalogue).
      */
     private final class Recall {
         private final Source source;
-        private List<Movie> hostCandidates;
 
         Recall(Source source) {
             this.source = source;
@@ -224,11 +226,13 @@ public final class RecallEntryPoint {
             if (refreshes) {
                 return RecForYouProcess.getRecList(user.getUserId(), size, hostModel);
             }
-            if (hostCandidates == null) {
-                hostCandidates = data.getMovies(HOST_CANDIDATES, "rating");
+            List<Movie> candidates = hostCandidates;
+            if (candidates == null) {
+                candidates = Collections.unmodifiableList(new ArrayList<>(data.getMovies(HOST_CANDIDATES, "rating")));
+                hostCandidates = candidates;
             }
             // A copy each: the host's ranker must not be able to reorder the next user's input.
-            List<Movie> ranked = RecForYouProcess.ranker(user, new ArrayList<>(hostCandidates), hostModel);
+            List<Movie> ranked = RecForYouProcess.ranker(user, new ArrayList<>(candidates), hostModel);
             return ranked.size() > size ? ranked.subList(0, size) : ranked;
         }
     }
