@@ -43,7 +43,7 @@ def main() -> None:
         walked = per_getter(client.jvm, args.user, args.size)
         assert [m.movie_id for m in bulk.movies] == [m["movieId"] for m in walked], "the two paths disagree"
         n = len(bulk.movies)
-        for _ in range(5):  # warm the JIT on both paths
+        for _ in range(50):  # warm the JIT (the host ranker's and the JSON writer's loops) before timing
             client.candidates(args.user, "host", args.size)
         entry = client._connected().entry_point  # the raw call, for the split only
         bulk_s, call_s, getter_s = [], [], []

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+import orjson
 from py4j.java_gateway import GatewayParameters, JavaGateway
 from py4j.protocol import Py4JAuthenticationError, Py4JError, Py4JJavaError, Py4JNetworkError
 
@@ -132,7 +133,8 @@ class BridgeClient:
             for attempt in (1, 2):
                 try:
                     gateway = self._connected()
-                    return json.loads(getattr(gateway.entry_point, method)(*args))
+                    # orjson: half of json's time on a bulk answer (0.39 vs 0.77 ms for 755 movies)
+                    return orjson.loads(getattr(gateway.entry_point, method)(*args))
                 except Py4JAuthenticationError:
                     self._drop()
                     raise BridgeAuthError(
