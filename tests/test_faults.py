@@ -146,6 +146,8 @@ def test_the_key_is_scrubbed_before_the_server_text_is_cut():
 
 @pytest.mark.parametrize("name, argv, env, expected", [
     ("empty user list", ["rerank", "--model", "recent", "--users", ""], {}, "expected at least one user id"),
+    ("negative sample", ["eval", "--sample", "-3"], {}, "argument --sample: expected a number >= 1"),
+    ("NaN learning rate", ["llm", "finetune", "--lr", "nan"], {}, "argument --lr: expected a number >= 1e-12"),
     ("port out of range", ["bridge", "info"], {"PORT": "99999"}, "PORT must be <= 65535"),
     ("NaN rate", ["bridge", "info"], {"SPARROW_LLM_RPS": "nan"}, "SPARROW_LLM_RPS must be a finite number"),
     ("infinite timeout", ["bridge", "info"], {"SPARROW_LLM_TIMEOUT_S": "inf"}, "SPARROW_LLM_TIMEOUT_S must be a finite"),

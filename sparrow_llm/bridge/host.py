@@ -62,7 +62,8 @@ def resolve_host(settings: Settings) -> HostRuntime:
 
 
 def _compose_standin_webroot(settings: Settings, runtime: HostRuntime) -> None:
-    """A web root of links into the read-only fixture, with a real `modeldata/` the store can write in."""
+    """A web root of links into the read-only fixture (`modeldata/` a real folder of links to its embeddings);
+    no plugin data goes here: Jetty serves the web root to anyone, and the store lives in the work dir."""
     fixture = settings.host.data_webroot
     if not (fixture / schema.RATINGS_CSV).is_file():
         raise ConfigError(f"fixture web root not found at {fixture}: set SPARROW_LLM_SHARED to the shared/ folder")

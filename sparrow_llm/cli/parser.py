@@ -28,6 +28,23 @@ def _int_list(text: str) -> list[int]:
     return ids
 
 
+def _at_least(minimum: int, kind: type = int):
+    """An argparse type: a number of `kind` >= `minimum`, so a bad count is a usage error naming its flag
+    instead of a library's message from deep inside a job."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value >= minimum:  # NaN too
+            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {text!r}")
+        return value
+    return parse
+
+
+_count, _non_negative = _at_least(1), _at_least(0)
+
+
 def _name_list(text: str) -> list[str]:
     return [x for x in text.replace(" ", "").split(",") if x]
 
@@ -45,13 +62,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _users(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--users", type=_int_list, help="comma-separated user ids (default: all users)")
-    parser.add_argument("--sample", type=int, help="a seeded random sample of this many users")
+    parser.add_argument("--sample", type=_count, help="a seeded random sample of this many users")
 
 
 def _spark(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Spark")
     g.add_argument("--master", default="local[*]", help="Spark master (default: local[*])")
-    g.add_argument("--partitions", type=int, help="partitions of the LLM work (default: Spark's parallelism)")
+    g.add_argument("--partitions", type=_count, help="partitions of the LLM work (default: Spark's parallelism)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,10 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = cp.add_parser(action, help=helptext)
         p.add_argument("--out", type=Path, required=True, help="checkpoint folder")
         p.add_argument("--samples", type=Path, help="a `sparrow-llm features` output folder (default: build in pandas)")
-        p.add_argument("--epochs", type=int, default=1 if action == "pretrain" else 3)
-        p.add_argument("--max-steps", type=int, help="cap the steps of each epoch")
+        p.add_argument("--epochs", type=_count, default=1 if action == "pretrain" else 3)
+        p.add_argument("--max-steps", type=_count, help="cap the steps of each epoch")
         p.add_argument("--seed", type=int)
-        p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; leave the other core to the host)")
+        p.add_argument("--threads", type=_count, default=1, help="torch threads (default 1; leave the other core to the host)")
         if action == "finetune":
             p.add_argument("--mode", choices=("ctr", "plm", "prefix", "prefix_add"), default="prefix")
             p.add_argument("--init-from", type=Path, help="a pretrain checkpoint (CTR-only after PA-MLM)")
@@ -127,18 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=Path, help="a `sparrow-llm features` output folder")
     p.add_argument("--host-samples", type=Path, help="the host's testSamples.csv, split by time")
     p.add_argument("--fusion", choices=("prefix", "prefix_add"), default="prefix_add")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--max-steps", type=int, help="cap the steps of each epoch of the rows that read text")
-    p.add_argument("--pretrain-steps", type=int, help="cap PA-MLM's one epoch (default: the whole epoch)")
+    p.add_argument("--epochs", type=_count, default=3)
+    p.add_argument("--max-steps", type=_count, help="cap the steps of each epoch of the rows that read text")
+    p.add_argument("--pretrain-steps", type=_non_negative, help="cap PA-MLM's one epoch (default: the whole epoch)")
     validation_args(p)
     p.add_argument("--train-frac", type=float, help="train on this share of the train split")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=_count, default=1)
     _common(p)
     p.set_defaults(run=commands.cp_eval)
     p = cp.add_parser("score", help="score the host's candidates and write `clickprompt` records")
     p.add_argument("--checkpoint", type=Path, help="model folder (default: the data folder's prepared one)")
     p.add_argument("--use-plm", action="store_true", help="score with the PLM (slower; needs a prefix_add model)")
-    p.add_argument("--max-candidates", type=int, help="score only the first N host candidates (PLM: ~14 ms each)")
+    p.add_argument("--max-candidates", type=_count, help="score only the first N host candidates (PLM: ~14 ms each)")
     _users(p)
     _common(p)
     p.set_defaults(run=commands.cp_score)
@@ -163,11 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
                              ("calibrate", "the zero-shot model's fusion weight, chosen on validation users")):
         p = lm.add_parser(action, help=helptext)
         if action == "finetune":
-            for flag, kind, what in (("max-minutes", float, "training time (default 40)"),
-                                     ("max-steps", int, "steps (default: one epoch)"),
-                                     ("batch-size", int, "samples per step (default 2)"),
-                                     ("eval-every", int, "steps between validations (default 100)"),
-                                     ("lr", float, "AdamW's learning rate (default 1e-3)")):
+            for flag, kind, what in (("max-minutes", _at_least(0.1, float), "training time (default 40)"),
+                                     ("max-steps", _count, "steps (default: one epoch)"),
+                                     ("batch-size", _count, "samples per step (default 2)"),
+                                     ("eval-every", _count, "steps between validations (default 100)"),
+                                     ("lr", _at_least(1e-12, float), "AdamW's learning rate (default 1e-3)")):
                 p.add_argument(f"--{flag}", type=kind, help=what)
         p.add_argument("--master", default="local[*]", help="Spark master of the samples job (default: local[*])")
         _common(p)
@@ -184,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data", type=Path, help="a SparrowRecsys data folder (default: the fixture web root)")
     data.add_argument("--from-movielens", type=Path, metavar="DIR", help="build the data folder from MovieLens")
     _users(p)
-    p.add_argument("--negatives", type=int, default=99,
+    p.add_argument("--negatives", type=_non_negative, default=99,
                    help="sampled-negatives variant: unrated movies drawn per user (0: off; default: 99)")
     p.add_argument("--rankers", type=_name_list, help="comma list (default: host-rating, host-emb and every "
                                                      "registered plugin model)")
@@ -211,6 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validation_args(p: argparse.ArgumentParser) -> None:
     # Defaults stay in clickprompt.checkpoint (EVAL_EVERY, PATIENCE): importing it here would load torch for every command.
-    p.add_argument("--eval-every", type=int, help="validate every N steps as well as at epoch ends (default 40)")
-    p.add_argument("--patience", type=int, help="validations without a better AUC before stopping (default 2)")
+    p.add_argument("--eval-every", type=_count, help="validate every N steps as well as at epoch ends (default 40)")
+    p.add_argument("--patience", type=_non_negative, help="validations without a better AUC before stopping (default 2)")
     p.add_argument("--unfreeze-plm", action="store_true", help="fine-tune MiniLM too (rows that read text)")
