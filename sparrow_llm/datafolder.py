@@ -5,7 +5,9 @@ key, so a checkpoint never serves other data (the evaluation's copy without the 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +35,17 @@ def data_key(webroot: Path | str) -> str:
 
 
 def file_hash(*paths: Path) -> str:
+    """sha256 of the files' contents in order, kept per process while every file's size and mtime stay the
+    same: checkpoints, data keys and model keys hash the same large files (a 95 MB ratings.csv, the GGUF
+    model) every time a ranker is built."""
+    stats = [(os.path.realpath(p), os.stat(p)) for p in paths]
+    return _content_hash(tuple((path, st.st_size, st.st_mtime_ns) for path, st in stats))
+
+
+@functools.lru_cache(maxsize=256)
+def _content_hash(files: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for path in paths:
+    for path, _size, _mtime_ns in files:
         with open(path, "rb") as f:
             while chunk := f.read(_HASH_CHUNK):
                 digest.update(chunk)

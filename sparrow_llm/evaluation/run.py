@@ -235,8 +235,8 @@ def run_eval(settings: Settings, options: EvalOptions = EvalOptions()) -> EvalRe
         if options.negatives:
             # Its own store: the sampled lists must not replace the records the stage served above.
             sampled_store = open_store(StoreSettings(kind="file", dir=work / "store-sampled"))
-            variants.append(sampled_variant(users, source_ratings, catalogue, host_lists, rankers, ranker_settings,
-                                            store, sampled_store, options.negatives, settings.seed, batch,
+            variants.append(sampled_variant(users, source_ratings, catalogue, host_lists, rankers, store,
+                                            sampled_store, options.negatives, settings.seed, batch,
                                             options.progress))
     wall_s = time.perf_counter() - started
     popularity = {m: meta.rating_number for m, meta in catalogue.items()}

@@ -9,8 +9,7 @@ import pandas as pd
 
 from .. import schema
 from ..domain import MovieMeta, UserContext, served_order
-from ..config import Settings
-from ..pipeline.rerank import RerankSummary, base_ranker, rank_contexts
+from ..pipeline.rerank import RerankSummary, rank_contexts
 from ..progress import progress_bar
 from ..rankers.base import Ranker
 from ..store import Store
@@ -56,8 +55,8 @@ def _rank_sampled(ranker: Ranker, base: Ranker | None, contexts: Sequence[UserCo
 
 
 def sampled_variant(users: Sequence[EvalUser], source_ratings: pd.DataFrame, catalogue: Mapping[int, MovieMeta],
-                    host_lists: Mapping[str, dict[int, list[int]]], rankers: Sequence[Ranker], settings: Settings,
-                    store: Store, sampled_store: Store, negatives: int, seed: int, batch: int,
+                    host_lists: Mapping[str, dict[int, list[int]]], rankers: Sequence[Ranker], store: Store,
+                    sampled_store: Store, negatives: int, seed: int, batch: int,
                     progress: bool) -> Variant:
     rated_ever = source_ratings.groupby(schema.COL_USER)[schema.COL_MOVIE].agg(set)
     loaded = np.array(sorted(catalogue))
@@ -68,10 +67,11 @@ def sampled_variant(users: Sequence[EvalUser], source_ratings: pd.DataFrame, cat
     arms = [Arm(name, "host", {u: served_order((m for m in served[u] if m in pools[u]), candidates[u])
                                for u in candidates})
             for name, served in host_lists.items()]
+    built = {r.name: r for r in rankers}  # a reranker's base is among them (`run_eval` adds it): not loaded again
     for ranker in rankers:
         contexts = [UserContext(u.user_id, u.ratings, tuple(candidates[u.user_id]), catalogue,
                                 store.get_profile(u.user_id)) for u in kept]
-        lists, summary = _rank_sampled(ranker, base_ranker(ranker, settings, store), contexts, sampled_store, batch,
+        lists, summary = _rank_sampled(ranker, built.get(ranker.base) if ranker.base else None, contexts, sampled_store, batch,
                                        progress)
         arms.append(Arm(ranker.name, ranker.backend, lists, rank_s=summary.wall_s, counters=dict(summary.counters),
                         summary=summary.line(), base=ranker.base))

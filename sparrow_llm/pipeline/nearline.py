@@ -20,7 +20,7 @@ from ..limits import TokenBucket
 from ..rankers.base import Ranker
 from ..registry import make_ranker
 from ..store import Store
-from .rerank import run_rerank
+from .rerank import base_ranker, run_rerank
 
 __all__ = ["CallBudget", "NearlineSummary", "run_nearline", "CALLS_PER_USER"]
 
@@ -66,6 +66,7 @@ def run_nearline(settings: Settings, *, client: BridgeClient, store: Store, mode
     """Poll the miss queue and rerank within the budget until `stop` is set (or `max_polls` polls)."""
     ns = settings.nearline
     ranker = ranker or make_ranker(model, settings, store)
+    base = base_ranker(ranker, settings, store)  # once: a retrieval base loads its whole model
     budget = budget or CallBudget(ns.calls_per_hour, ns.burst_calls)
     stop = stop or threading.Event()
     summary = NearlineSummary()
@@ -85,7 +86,7 @@ def run_nearline(settings: Settings, *, client: BridgeClient, store: Store, mode
             log.info("nearline budget spent: %d users keep the host's order", len(dropped))
         if now:
             done = run_rerank(settings, ranker.name, users=now, client=client, store=store, ranker=ranker,
-                              progress=False)
+                              base=base, progress=False)
             calls = done.counters.get("llm_calls", 0)
             budget.charge(calls)
             summary.llm_calls += calls

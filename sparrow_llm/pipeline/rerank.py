@@ -84,12 +84,13 @@ class RerankSummary:
 
 def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = None,
                sample: int | None = None, client: BridgeClient | None = None,
-               store: Store | None = None, ranker: Ranker | None = None,
+               store: Store | None = None, ranker: Ranker | None = None, base: Ranker | None = None,
                progress: bool = True) -> RerankSummary:
-    """Candidates from the host's recall layer -> ranker -> store, in bulk batches of users."""
+    """Candidates from the host's recall layer -> ranker -> store, in bulk batches of users. A caller that ranks
+    again and again (the nearline worker) passes its `ranker` and `base` once built."""
     store = store or open_default_store(settings)
     ranker = ranker or make_ranker(model, settings, store)
-    base = base_ranker(ranker, settings, store)
+    base = base or base_ranker(ranker, settings, store)
     summary = RerankSummary(model=ranker.name)
     started = time.perf_counter()
     try:

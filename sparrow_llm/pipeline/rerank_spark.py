@@ -12,6 +12,7 @@ at once took 540 MiB at 10k users and would take ~5 GiB at 100k. Waves of 2048 s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,14 +29,23 @@ from ..candidates import bridge_client, fetch_contexts, user_batches
 from ..config import Settings
 from ..domain import MovieMeta, UserContext
 from ..progress import progress_bar
+from ..rankers.base import Ranker
 from ..registry import make_ranker
 from ..spark import session
 from ..store import Store, open_default_store
-from .rerank import RerankSummary, base_ranker, rank_contexts
+from .rerank import RerankSummary, rank_contexts
 
 __all__ = ["run_rerank_spark", "WAVE_USERS"]
 
 WAVE_USERS = 512
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_base(name: str, settings: Settings) -> Ranker:
+    """The base ranker, once per Python worker: every wave runs a partition in each worker, and a retrieval
+    base loads its whole model. It is built without a store (a ranker's store is only its LLM cache), so one
+    serves every wave."""
+    return make_ranker(name, settings, None)
 
 
 def _rerank_partition(settings: Settings, model: str, store: Store | None, movies_bc: Broadcast,
@@ -43,7 +53,7 @@ def _rerank_partition(settings: Settings, model: str, store: Store | None, movie
     """One partition of the rerank job, in an executor: its ranker once, then `run_rerank`'s batches."""
     store = store or open_default_store(settings)
     ranker = make_ranker(model, settings, store)
-    base = base_ranker(ranker, settings, store)
+    base = None if ranker.base is None else _worker_base(ranker.base, settings)
     movies = movies_bc.value
     summary = RerankSummary(model=ranker.name)
     batch = max(1, settings.bridge.batch_users)
