@@ -38,9 +38,6 @@ class Cost:
         """How far the block raised resident memory above where it started."""
         return max(0, self.peak_bytes - self.start_bytes) / 2**30
 
-    def line(self) -> str:
-        return f"{self.seconds:.1f} s, peak {self.peak_gib:.2f} GiB resident (+{self.added_gib:.2f} GiB)"
-
 
 def _resident_bytes() -> int:
     try:

@@ -12,15 +12,13 @@ import os
 import shutil
 import stat
 import tempfile
-import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from . import schema
 from .config import Settings, StoreSettings
-from .domain import Profile, Record, RecordError
+from .domain import Profile, Record
 from .schema import MODEL_NAME_RE
 
 __all__ = [

@@ -28,7 +28,7 @@ from sparrow_llm.store import FileStore, StoreUnavailable, adopt_legacy_store, o
 from sparrow_llm.config import StoreSettings
 
 from tests.conftest import SHARED, host_settings, start_redis
-from tests.fake_glm import MOVIES, VALID_KEY, Reply, context, fake_glm, glm_settings  # noqa: F401 (fixtures)
+from tests.fake_glm import VALID_KEY, Reply, context, fake_glm, glm_settings  # noqa: F401 (fixtures)
 
 LABELS = ["Toy Story (1995)", "Heat (1995)", "Ghost (1990)", "Alien (1979)", "Casino (1995)"]
 

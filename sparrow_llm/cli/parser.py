@@ -65,10 +65,12 @@ def _users(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", type=_count, help="a seeded random sample of this many users")
 
 
-def _spark(parser: argparse.ArgumentParser) -> None:
+def _spark(parser: argparse.ArgumentParser, *, partitions: bool = True) -> None:
+    """--master, and --partitions for the jobs that split LLM work (the others leave it to Spark)."""
     g = parser.add_argument_group("Spark")
     g.add_argument("--master", default="local[*]", help="Spark master (default: local[*])")
-    g.add_argument("--partitions", type=_count, help="partitions of the LLM work (default: Spark's parallelism)")
+    if partitions:
+        g.add_argument("--partitions", type=_count, help="partitions of the LLM work (default: Spark's parallelism)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host-test", help="the host's testSamples.csv: pass it through instead of building")
     p.add_argument("--resplit", action="store_true", help="with --host-*: join and split by time")
     p.add_argument("--format", choices=("csv", "parquet"), default="csv")
-    _spark(p)
+    _spark(p, partitions=False)
     _common(p)
     p.set_defaults(run=commands.features)
 
@@ -165,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = rt.add_parser("samples", help="each user's ratings in time order, as Parquet (PySpark)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--ratings", help="ratings.csv, any Spark URI (default: the data folder's)")
-    _spark(p)
+    _spark(p, partitions=False)
     p = rt.add_parser("prepare", help="train the data folder's retrieval models (each when missing)")
     p.add_argument("--models", type=_name_list, help="comma list (default: all)")
     p.add_argument("--samples", type=Path, help="a `retrieval samples` folder (default: built in pandas)")
@@ -186,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      ("eval-every", _count, "steps between validations (default 100)"),
                                      ("lr", _at_least(1e-12, float), "AdamW's learning rate (default 1e-3)")):
                 p.add_argument(f"--{flag}", type=kind, help=what)
-        p.add_argument("--master", default="local[*]", help="Spark master of the samples job (default: local[*])")
+        _spark(p, partitions=False)  # the choice samples job
         _common(p)
         p.set_defaults(run=commands.llm)
 

@@ -21,7 +21,7 @@ finds where "strictly before t" ends, and sums over a run are differences of one
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -29,9 +29,9 @@ import pandas as pd
 from ...catalog import movie_catalog
 from .schema import (
     COL_GENRES, COL_LABEL, COL_MOVIE, COL_MOVIE_AVG_RATING, COL_MOVIE_RATING_COUNT, COL_MOVIE_RATING_STDDEV,
-    COL_RATING, COL_RELEASE_YEAR, COL_TIMESTAMP, COL_TITLE, COL_USER, COL_USER_AVG_RATING,
+    COL_RATING, COL_RELEASE_YEAR, COL_TIMESTAMP, COL_USER, COL_USER_AVG_RATING,
     COL_USER_AVG_RELEASE_YEAR, COL_USER_RATING_COUNT, COL_USER_RATING_STDDEV, COL_USER_RELEASE_YEAR_STDDEV,
-    LIKED_RATING, MOVIE_FIELDS, MOVIE_GENRES, MOVIE_STAT_COLUMNS, NO_GENRES, SAMPLE_COLUMNS, SAMPLE_DTYPES,
+    LIKED_RATING, MOVIE_FIELDS, MOVIE_GENRES, MOVIE_STAT_COLUMNS, SAMPLE_COLUMNS, SAMPLE_DTYPES,
     USER_FIELDS, USER_GENRES, USER_RATED_MOVIES,
 )
 

@@ -89,7 +89,6 @@ def converted_model(source: Path, models_dir: Path) -> Path:
 class LoadedModel:
     model: Any  # a transformers causal LM, in eval mode
     tokenizer: Any
-    name: str  # the model file's or folder's name, as records show it
     lock: threading.Lock  # one forward pass at a time in this process: the cores are the limit
 
 
@@ -116,8 +115,7 @@ def load_model(source: Path, models_dir: Path, *, adapter: Path | None = None,
                 from peft import PeftModel
 
                 model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-            name = source.stem if source.is_file() else source.name
-            loaded = _MODELS[key] = LoadedModel(model.eval(), tokenizer, name, threading.Lock())
+            loaded = _MODELS[key] = LoadedModel(model.eval(), tokenizer, threading.Lock())
         return loaded
 
 

@@ -72,14 +72,6 @@ class LinearModel:
             return np.tile(self.weights, (len(histories), 1))
         return np.asarray(self.user_vectors(histories) @ self.weights)
 
-    def contributions(self, history: History, items: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """EASE: the history items it reads and each one's share of the score of `items` (rows x items)."""
-        if self.config.kind == POPULARITY:
-            return None
-        vector = self.user_vectors([history])
-        rows = vector.indices
-        return rows, vector.data[:, None] * self.weights[np.ix_(rows, items)]
-
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         save_file({"weights": np.ascontiguousarray(self.weights, dtype=np.float32), "movie_ids": self.movie_ids},

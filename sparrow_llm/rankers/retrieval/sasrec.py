@@ -10,9 +10,9 @@ and GELU, as transformers use now. Item index 0 is padding; catalogue index i is
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -38,9 +38,6 @@ class SASRecConfig:
     init_std: float = 0.02
     interactions: str = "all"  # which of a user's ratings form the sequence (interactions.INTERACTIONS)
     seed: int = 0
-
-    def replace(self, **changes: Any) -> "SASRecConfig":
-        return replace(self, **changes)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))

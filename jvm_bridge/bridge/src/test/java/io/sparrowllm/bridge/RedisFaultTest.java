@@ -86,14 +86,7 @@ public class RedisFaultTest {
         for (String model : OWNED) {
             try (LogCapture log = new LogCapture()) {
                 assertFastFallback(bridge, model);
-                // A model not declared may also ask the store's model index, whose outage is
-                // logged once, on its own line, when its refresh falls due (REFRESH_MS).
-                List<String> lines = log.lines();
-                lines.removeIf(line -> line.startsWith("sparrow-llm: cannot list the store's models"));
-                assertEquals("one line for the record: " + log.text(), 1, lines.size());
-                assertTrue(lines.get(0), lines.get(0).startsWith(
-                        "sparrow-llm: cannot use the " + model + " record of user 1 (store unreachable)"));
-                log.assertNoStackTrace();
+                log.assertOneLineBesidesTheModelIndex("cannot use the " + model + " record of user 1 (store unreachable)");
             }
         }
     }

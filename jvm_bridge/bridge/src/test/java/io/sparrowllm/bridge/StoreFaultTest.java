@@ -7,7 +7,6 @@ import org.junit.Test;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 
@@ -267,11 +266,7 @@ public class StoreFaultTest {
 
     /** The fault's line (and, for a model only the store names, at most the one line that the index is unreadable). */
     private static void assertLogged(LogCapture log, String model, String detail) {
-        log.assertNoStackTrace();
-        List<String> lines = new ArrayList<>(log.lines());
-        lines.removeIf(line -> line.startsWith("sparrow-llm: cannot list the store's models"));
-        assertEquals(model + ": " + log.text(), 1, lines.size());
-        assertTrue(lines.get(0), lines.get(0).contains("the " + model + " record of user 1") && lines.get(0).contains(detail));
+        log.assertOneLineBesidesTheModelIndex("the " + model + " record of user 1", detail);
     }
 
     private interface StoreBreaker {
