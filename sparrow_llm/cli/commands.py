@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from .. import schema
-from ..config import Settings
+from ..config import ConfigError, Settings
 
 
 def demo(args, settings: Settings) -> int:
@@ -110,6 +110,9 @@ def retrieval(args, settings: Settings) -> int:
         return 0
     from ..rankers.retrieval.checkpoint import MODELS, prepare
 
+    unknown = [m for m in args.models or () if m not in MODELS]
+    if unknown:  # before any of the others trains for minutes
+        raise ConfigError(f"unknown retrieval model {unknown[0]!r}; known: {', '.join(MODELS)}")
     for model in args.models or MODELS:
         print(prepare(settings, not args.no_progress, model=model, samples=args.samples))
     return 0

@@ -63,7 +63,8 @@ class RetrievalRanker(BaseRanker):
         self.explain_by_counts = explain_by_counts  # popularity: its reason is the count itself
         items = len(data.catalogue)
         self.rated_by = popularity_counts([h.items for h in data.full], items).astype(np.int64)
-        self.co_liked = cooccurrence([h.liked for h in data.full], items)
+        # Items x items: built only for the reasons that read it (popularity explains by its counts).
+        self.co_liked = None if explain_by_counts else cooccurrence([h.liked for h in data.full], items)
 
     def rank(self, ctx: UserContext) -> Ranking | None:
         return self.rank_many([ctx])[0]
