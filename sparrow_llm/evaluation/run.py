@@ -70,13 +70,13 @@ from ..candidates import select_users
 from ..config import ConfigError, Settings, StoreSettings
 from ..domain import MovieMeta
 from ..meter import measure
+from ..metrics import bootstrap_mean
 from ..pipeline.rerank import run_rerank
 from ..rankers.base import Ranker
 from ..registry import PREPARE_STEPS, base_of, make_ranker, prepare_model, ranker_names
 from ..schema import HOST_CANDIDATES
 from ..store import Store, open_default_store, open_store
 from .datacopy import build_movielens_webroot, write_eval_copy
-from .metrics import bootstrap_mean
 from .protocol import MIN_HISTORY, EvalError, EvalUser, Holdout, without
 from .report import AS_IS, FILTERED, Arm, Variant, plot, score_variant, write_per_user, write_report
 from .sampled import sampled_variant
