@@ -91,7 +91,10 @@ class ClickPromptRanker(BaseRanker):
 
 def from_settings(settings: Settings, store: Store | None, base: Ranker | None, *,
                   checkpoint: Path | str | None = None, use_plm: bool = False,
-                  max_candidates: int | None = None) -> ClickPromptRanker:
+                  max_candidates: int | None = None, weight: float | None = None) -> ClickPromptRanker:
     """The registry's factory of the `clickprompt` reranker over `serving_checkpoint` (the registry composes it
-    with `base`; the model keeps no cache, so the store is not used)."""
-    return ClickPromptRanker(serving_checkpoint(settings, checkpoint), use_plm=use_plm, max_candidates=max_candidates)
+    with `base`; the model keeps no cache, so the store is not used). `weight`: the CTR model's share in the
+    fusion, with a base and without (default: `BASE_WEIGHT`, `ORDER_WEIGHT`)."""
+    weights = {} if weight is None else {"base_weight": weight, "order_weight": weight}
+    return ClickPromptRanker(serving_checkpoint(settings, checkpoint), use_plm=use_plm, max_candidates=max_candidates,
+                             **weights)
