@@ -13,15 +13,15 @@ Rows (NDCG@10, HR@10 and coverage@10 of the loaded catalogue, over validation us
   clickprompt ...  `checkpoint.train_recipe` with each `--alphas` x `--negatives` x `--pretrain-steps`, per seed
                    on the host's candidates, fused with the host's order at each `--order-weights`
   ... on base      with `--base NAME` (a registered ranker, prepared over a data folder of the training part):
-                   its top `--base-k` reranked through `pipeline.rerank.rank_contexts`, as the stage does, the
-                   CTR logit fused with the base's scores at each `--base-weights`
+                   its top `--base-k` reranked (`rankers.composed.Reranked`, as the stage does), the CTR logit
+                   fused with the base's scores at each `--base-weights` (the CTR model's share, `rankers.fusion`)
 
 Printed last (means over seeds): the row with the best NDCG@10, and the best among the rows whose coverage@10 is
 at least host-emb's. The serving recipe (`checkpoint.Recipe`) and the ranker's weights (`ranker.BASE_WEIGHT`,
 `ranker.ORDER_WEIGHT`) are the best NDCG@10 rows. Torch runs on one thread.
 
     python bench/bench_clickprompt_ranking.py [--alphas 0,0.5,1] [--negatives 4] [--pretrain-steps 0,60]
-        [--backbones deepfm,dcnv2] [--epochs 5 --eval-every 200 --patience 3] [--seeds 1] [--order-weights 0,0.1,0.2,0.3] [--base ease-recent --base-weights 0.5,0.75,1] [--out DIR]
+        [--backbones deepfm,dcnv2] [--epochs 5 --eval-every 200 --patience 3] [--seeds 1] [--order-weights 1,0.9] [--base ease-recent --base-weights 0.5,0.25,0] [--out DIR]
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ from sparrow_llm.pipeline.rerank import RerankSummary, rank_contexts
 from sparrow_llm.rankers.base import Ranker
 from sparrow_llm.rankers.clickprompt.checkpoint import RECIPES, train_recipe
 from sparrow_llm.rankers.clickprompt.ranker import ClickPromptRanker
+from sparrow_llm.rankers.composed import Reranked
 from sparrow_llm.registry import make_ranker, prepare_model
 from sparrow_llm.schema import RATINGS_CSV
 from sparrow_llm.store import open_store
@@ -70,8 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seeds", default="1", help="comma list")
     ap.add_argument("--base", help="a registered ranker to fuse with (its scores over the same candidates)")
     ap.add_argument("--base-k", type=int, default=Settings.from_env().base_k, help="how many of the base's top it reranks")
-    ap.add_argument("--base-weights", default="0.5,0.75,1", help="weights of the base's scores in the fusion")
-    ap.add_argument("--order-weights", default="0,0.1,0.2,0.3", help="weights of the host's order in the fusion")
+    ap.add_argument("--base-weights", default="0.5,0.25,0", help="the CTR model's weights in the fusion with the base")
+    ap.add_argument("--order-weights", default="1,0.9,0.8,0.7",
+                    help="the CTR model's weights in the fusion with the host's order")
     ap.add_argument("--out", type=Path, help="checkpoints and results.csv (default: a temporary folder)")
     args = ap.parse_args(argv)
     for name, kind in (("alphas", float), ("negatives", int), ("pretrain_steps", int), ("seeds", int),
@@ -136,12 +138,11 @@ def base_ranker(name: str, train: pd.DataFrame, data: Path, work: Path) -> Ranke
     return make_ranker(name, settings)
 
 
-def served_lists(ranker: ClickPromptRanker, ctxs: list[UserContext], base: Ranker | None, work: Path
-                 ) -> dict[int, list[int]]:
-    """What the stage serves each user: `rank_contexts`' record (with `base`: the reranked top `ranker.base_k`,
-    then the rest of the base's ranking), then the host's order, rated movies removed."""
+def served_lists(ranker: Ranker, ctxs: list[UserContext], work: Path) -> dict[int, list[int]]:
+    """What the stage serves each user: `rank_contexts`' record (a `Reranked` ranker: the reranked top K, then the
+    rest of the base's ranking), then the host's order, rated movies removed."""
     store = open_store(StoreSettings(kind="file", dir=work))
-    rank_contexts(ranker, ctxs, store, RerankSummary(ranker.name), base=base)
+    rank_contexts(ranker, ctxs, store, RerankSummary(ranker.name))
     lists = {}
     for ctx in ctxs:
         record = store.get_record(ranker.name, ctx.user_id)
@@ -190,9 +191,9 @@ def main(argv=None) -> int:
             runs = [(None, w, f"{label} host order w={w}") for w in args.order_weights]
             runs += [(args.base, w, f"{label} on {args.base} top {args.base_k} w={w}") for w in args.base_weights if base]
             for upstream, weight, name in runs:
-                ranker.base, ranker.base_k = upstream, args.base_k
                 ranker.base_weight = ranker.order_weight = weight
-                lists = served_lists(ranker, ctxs, base if upstream else None, run / f"store-{upstream}-{weight}")
+                served = Reranked(base, ranker, args.base_k) if upstream else ranker
+                lists = served_lists(served, ctxs, run / f"store-{upstream}-{weight}")
                 row = {"model": name, "seed": seed, **scores(lists, targets, len(movies)),
                        "valid_ndcg": info["valid_ndcg"], "best_step": info["best_step"], "train_s": train_s}
                 rows.append(row)

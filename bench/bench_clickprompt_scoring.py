@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         checkpoint = args.checkpoint or quick_checkpoint(args.data, Path(tmp) / "ctr")
         # Scores are the click probabilities alone (no fusion with the candidates' order, a few µs a user), so
         # that they compare with the per-user path's.
-        ranker = ClickPromptRanker(checkpoint, order_weight=0.0)
+        ranker = ClickPromptRanker(checkpoint, order_weight=1.0)
         users = contexts(args.data, args.users)
         per_user = users[: args.per_user_users]
 

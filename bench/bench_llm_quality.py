@@ -24,9 +24,9 @@ from pathlib import Path
 
 from sparrow_llm.config import Settings
 from sparrow_llm.evaluation.run import EvalOptions, run_eval
-from sparrow_llm.pipeline.llm_tuning import prepare
 from sparrow_llm.rankers.palr.ranker import from_settings
-from sparrow_llm.registry import PREPARE_STEPS, RANKERS
+from sparrow_llm.rankers.palr.tuning import prepare
+from sparrow_llm.registry import PREPARE_STEPS, RERANKERS
 
 # name -> (serve the fine-tuned adapter, fusion weight; None: the one chosen on validation users)
 VARIANTS = {"llm-zero": (False, 1.0), "llm-zero-fused": (False, None), "llm-ft": (True, 1.0)}
@@ -38,16 +38,16 @@ def _variant_settings(settings: Settings, name: str) -> Settings:
 
 
 def _factory(name: str):
-    def make(settings: Settings, store):
-        ranker = from_settings(_variant_settings(settings, name), store)
+    def make(settings: Settings, store, base):
+        ranker = from_settings(_variant_settings(settings, name), store, base)
         ranker.name = name
         return ranker
     return make
 
 
 def _prepare(name: str):
-    def run(settings: Settings, progress: bool) -> str:
-        return prepare(_variant_settings(settings, name), progress)
+    def run(settings: Settings, progress: bool, make_base) -> str:
+        return prepare(_variant_settings(settings, name), progress, make_base)
     return run
 
 
@@ -63,7 +63,7 @@ def main() -> None:
     args = ap.parse_args()
     settings = Settings.from_env()
     for name, target in (("llm-zero", "llm_zero"), ("llm-zero-fused", "llm_zero_fused"), ("llm-ft", "llm_ft")):
-        RANKERS[name] = f"bench_llm_quality:{target}"
+        RERANKERS[name] = f"bench_llm_quality:{target}"
     PREPARE_STEPS["llm-zero-fused"] = "bench_llm_quality:prepare_zero_fused"
     rankers = ("host-emb", *((settings.base,) if settings.base else ()), *args.variants.split(","))
     started = time.perf_counter()

@@ -1,4 +1,5 @@
 """The package's shape: the layered import contract (setup.cfg), no import cycle, small modules."""
+import configparser
 import graphlib
 import re
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 import grimp
 
 from sparrow_llm.config import REPO_ROOT
-from sparrow_llm.registry import RANKERS
+from sparrow_llm.registry import PREPARE_STEPS, RANKERS, RERANKERS, ranker_names
 
 PACKAGE = REPO_ROOT / "sparrow_llm"
 MAX_LINES = 420  # "about 400": a module that grows past it holds two things
@@ -63,4 +64,22 @@ def test_every_registered_model_is_a_plugin_model_of_the_stage():
             / "BridgeConfig.java").read_text()
     built_in = re.search(r"BUILT_IN_MODELS[^;]*?Arrays\.asList\(([^)]*)\)", java, re.S)
     assert built_in, "BUILT_IN_MODELS not found in BridgeConfig.java"
-    assert set(re.findall(r'"([^"]+)"', built_in.group(1))) == set(RANKERS)
+    assert set(re.findall(r'"([^"]+)"', built_in.group(1))) == set(ranker_names())
+
+
+def _layer_of(module: str, layers: list[list[str]]) -> int:
+    return next(i for i, layer in enumerate(layers) if any(module == m or module.startswith(m + ".") for m in layer))
+
+
+def test_the_registrys_import_strings_point_down_a_layer():
+    # Import strings are imports grimp cannot see: each must name a module below the registry (a ranker's own
+    # room), never one above it (the pipeline, the evaluation, the CLI), which would be a hidden loop.
+    config = configparser.ConfigParser()
+    config.read(REPO_ROOT / "setup.cfg")
+    layers = [[m.strip() for m in line.split("|")]
+              for line in config["importlinter:contract:layers"]["layers"].strip().splitlines()]
+    registry = _layer_of("sparrow_llm.registry", layers)
+    targets = [*RANKERS.values(), *RERANKERS.values(), *PREPARE_STEPS.values()]
+    above = [t for t in targets if _layer_of(t.partition(":")[0], layers) <= registry]
+    assert not above, f"registry import strings at or above the registry's layer: {above}"
+    assert _layer_of("sparrow_llm.pipeline.rerank", layers) < registry  # the check can fail
