@@ -54,7 +54,7 @@ class TrainOptions:
     # fixture a CTR model peaks within its first epoch, so epoch-sized checks miss the best point.
     eval_every: int | None = None
     eval_batch_size: int = 256
-    threads: int | None = None  # torch.set_num_threads; None leaves the process setting alone
+    threads: int | None = None  # torch threads while training (restored after); None: left alone
     progress: bool = True
 
     def __post_init__(self) -> None:

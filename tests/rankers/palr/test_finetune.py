@@ -60,3 +60,22 @@ def test_the_served_model_is_the_adapter_for_this_data_only(trained, tiny_folder
     assert ranker.backend == serving.llm.name and ranking.meta["parse"] == "ok"
     # A calibrated weight of 0 is the base's order: no forward pass is spent on it.
     assert ranking.meta["weight"] == serving.weight and ranking.meta["llm_calls"] == int(serving.weight > 0)
+
+
+def test_a_failed_save_keeps_the_adapter_served_before(trained):
+    # The adapter is published whole: a save that fails half-way leaves the previous adapter as it was.
+    from sparrow_llm.rankers.palr.finetune import _store
+
+    settings, _ = trained
+    directory = checkpoint_dir(settings, make_backend(settings.llm), Prompts.from_settings(settings.llm))
+    before = {p.name: p.read_bytes() for p in (directory / ADAPTER).iterdir()}
+
+    class FailingSave:
+        def save_pretrained(self, folder):
+            (folder / ADAPTER_WEIGHTS).write_bytes(b"half")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        _store(directory, FailingSave(), {}, None)
+    assert {p.name: p.read_bytes() for p in (directory / ADAPTER).iterdir()} == before
+    assert sorted(p.name for p in directory.iterdir() if p.name.startswith(".")) == []
