@@ -11,26 +11,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
-import torch
 
 from ...config import ConfigError, Settings
 from ...datafolder import data_key, file_hash, read_data_folder
+from ...publish import staged_folder
+from ...training import torch_threads
 from .model import CONFIG_FILE, WEIGHTS_FILE, ClickPromptConfig
 from .ranking import NegativeSampling, prepare_ranking_data, with_text
 from .train import FitResult, TrainOptions, finetune, pretrain
 
 __all__ = ["checkpoint_version", "default_checkpoint", "prepare_clickprompt", "prepare", "serving_checkpoint",
-           "train_recipe", "torch_threads", "Recipe", "RECIPES", "CHECKPOINTS_DIR", "TRAINING_FILE", "EVAL_EVERY",
+           "train_recipe", "Recipe", "RECIPES", "CHECKPOINTS_DIR", "TRAINING_FILE", "EVAL_EVERY",
            "PATIENCE"]
 
 log = logging.getLogger(__name__)
@@ -42,6 +40,7 @@ CHECKPOINTS_DIR = "clickprompt"  # under the work dir
 EVAL_EVERY = 40
 PATIENCE = 2
 TRAINING_FILE = "training.json"  # what prepare_clickprompt trained on, beside the checkpoint
+_WORK = "training"  # the training's folder inside the one published (PA-MLM's checkpoint, the model's)
 
 
 @dataclass(frozen=True)
@@ -89,17 +88,6 @@ def _is_checkpoint(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
 
 
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train_recipe(ratings: pd.DataFrame, movies: pd.DataFrame, recipe: Recipe, out_dir: Path, *, seed: int,
                  progress: bool = True) -> tuple[FitResult, dict[str, Any]]:
     """Train `recipe` on `ratings` into `out_dir/model` (PA-MLM, when it has one, into `out_dir/pretrain`): the
@@ -138,23 +126,18 @@ def prepare_clickprompt(settings: Settings, *, checkpoint: Path | str | None = N
     recipe = RECIPES[quick]
     started = time.perf_counter()
     ratings, movies = read_data_folder(settings.host.data_webroot)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
+    # Published whole (`publish.staged_folder`); a process that finished the same training first keeps its model.
+    with staged_folder(dest, keep_existing=_is_checkpoint) as staging:
         with torch_threads(threads):
-            fit, info = train_recipe(ratings, movies, recipe, staging, seed=settings.seed, progress=progress)
+            fit, info = train_recipe(ratings, movies, recipe, staging / _WORK, seed=settings.seed, progress=progress)
         (fit.checkpoint / TRAINING_FILE).write_text(json.dumps({
             "recipe": dataclasses.asdict(recipe), "data_folder": str(settings.host.data_webroot),
             "data_key": data_key(settings.host.data_webroot), "seed": settings.seed, **info,
             "wall_s": time.perf_counter() - started,
         }, indent=2))
-        try:
-            os.replace(fit.checkpoint, dest)
-        except OSError:
-            if not _is_checkpoint(dest):  # else another process finished the same training first: keep theirs
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for entry in fit.checkpoint.iterdir():  # the checkpoint is what is published, without PA-MLM's
+            entry.rename(staging / entry.name)
+        shutil.rmtree(staging / _WORK)
     log.info("clickprompt: trained %s in %.0f s (valid NDCG@10 %.4f)", dest, time.perf_counter() - started,
              info["valid_ndcg"])
     return dest

@@ -19,7 +19,8 @@ import pandas as pd
 from ...config import Settings
 from ...schema import MOVIES_CSV
 from ...datafolder import read_data_folder
-from .checkpoint import EVAL_EVERY, PATIENCE, torch_threads
+from ...training import torch_threads
+from .checkpoint import EVAL_EVERY, PATIENCE
 from .model import CONFIG_FILE, FUSIONS, ClickPromptConfig
 from .samples import build_samples, movie_stats_now, read_host_samples, read_sample_splits, time_split
 from .train import (

@@ -24,6 +24,7 @@ import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
 from ...progress import progress_bar
+from ...training import EarlyStopping, torch_threads
 
 from .features import EncodedSamples, FeatureSpace, encode_samples
 from .model import FEATURES_FILE, ClickPrompt, ClickPromptConfig, load_tokenizer, plm_path
@@ -53,7 +54,7 @@ class TrainOptions:
     # fixture a CTR model peaks within its first epoch, so epoch-sized checks miss the best point.
     eval_every: int | None = None
     eval_batch_size: int = 256
-    threads: int | None = None  # torch.set_num_threads; None leaves the process setting alone
+    threads: int | None = None  # torch threads while training (restored after); None: left alone
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -204,54 +205,50 @@ def _fit(model: ClickPrompt, loss_fn: Callable[[ClickPrompt, Mapping[str, torch.
     """The loop both stages share: AdamW, gradient clipping, a validation at each epoch's end (and every
     `options.eval_every` steps), the best validated state kept; stops after `options.patience` validations
     without a better score."""
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    optimizer = _optimizer(model, options)
-    steps = -(-len(train) // options.batch_size)
-    if options.max_steps_per_epoch:
-        steps = min(steps, options.max_steps_per_epoch)
-    history: list[dict[str, Any]] = []
-    best_score, best, best_state, stale, step = -float("inf"), 0, None, 0, 0
-    for epoch in range(1, options.epochs + 1):
-        model.train()
-        total, seen, seconds = 0.0, 0, 0.0
-        batches = train.batches(options.batch_size, shuffle=True, seed=model.config.seed + epoch)
-        with progress_bar(total=steps, desc=f"{stage} epoch {epoch}", enabled=options.progress, leave=False) as bar:
-            for i, batch in zip(range(1, steps + 1), batches):
-                started = time.perf_counter()
-                loss = loss_fn(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
-                optimizer.step()
-                _release_free_memory()
-                seconds += time.perf_counter() - started
-                step, total, seen = step + 1, total + loss.item() * len(batch["cat"]), seen + len(batch["cat"])
-                bar.update()
-                bar.set_postfix(loss=f"{total / seen:.4f}")
-                if i < steps and not (options.eval_every and step % options.eval_every == 0):
-                    continue
-                scores = validate(model.eval())
-                model.train()
-                history.append({"epoch": epoch, "step": step, "train_loss": total / max(seen, 1),
-                                "train_seconds": seconds, **{k: v for k, v in scores.items() if k != "score"},
-                                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
-                total, seen, seconds = 0.0, 0, 0.0
-                if best_state is None or scores["score"] > best_score:
-                    best_score, best, stale = scores["score"], len(history) - 1, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if model.is_saved(k)}
-                else:
-                    stale += 1
-                    if stale >= options.patience:
+    with torch_threads(options.threads):
+        optimizer = _optimizer(model, options)
+        steps = -(-len(train) // options.batch_size)
+        if options.max_steps_per_epoch:
+            steps = min(steps, options.max_steps_per_epoch)
+        history: list[dict[str, Any]] = []
+        stopping, step = EarlyStopping(options.patience), 0
+        for epoch in range(1, options.epochs + 1):
+            model.train()
+            total, seen, seconds = 0.0, 0, 0.0
+            batches = train.batches(options.batch_size, shuffle=True, seed=model.config.seed + epoch)
+            with progress_bar(total=steps, desc=f"{stage} epoch {epoch}", enabled=options.progress,
+                              leave=False) as bar:
+                for i, batch in zip(range(1, steps + 1), batches):
+                    started = time.perf_counter()
+                    loss = loss_fn(model, batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
+                    optimizer.step()
+                    _release_free_memory()
+                    seconds += time.perf_counter() - started
+                    step, total, seen = step + 1, total + loss.item() * len(batch["cat"]), seen + len(batch["cat"])
+                    bar.update()
+                    bar.set_postfix(loss=f"{total / seen:.4f}")
+                    if i < steps and not (options.eval_every and step % options.eval_every == 0):
+                        continue
+                    scores = validate(model.eval())
+                    model.train()
+                    history.append({"epoch": epoch, "step": step, "train_loss": total / max(seen, 1),
+                                    "train_seconds": seconds, **{k: v for k, v in scores.items() if k != "score"},
+                                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+                    total, seen, seconds = 0.0, 0, 0.0
+                    if stopping.update(scores["score"], len(history) - 1, lambda: {
+                            k: v.detach().clone() for k, v in model.state_dict().items() if model.is_saved(k)}):
                         break
-        if stale >= options.patience:
-            break
-    model.load_state_dict(best_state, strict=False)
-    model.eval()
+            if stopping.stop:
+                break
+        model.load_state_dict(stopping.state, strict=False)
+        model.eval()
     out = model.save_checkpoint(out_dir)
-    (out / HISTORY_FILE).write_text(json.dumps({"stage": stage, "best": best, "steps_per_epoch": steps,
+    (out / HISTORY_FILE).write_text(json.dumps({"stage": stage, "best": stopping.best_step, "steps_per_epoch": steps,
                                                 "options": asdict(options), "validations": history}, indent=2))
-    return FitResult(model, out, history, best)
+    return FitResult(model, out, history, stopping.best_step)
 
 
 def _optimizer(model: ClickPrompt, options: TrainOptions) -> torch.optim.Optimizer:
@@ -309,18 +306,17 @@ def evaluate_table(checkpoints: Mapping[str, Path | str], samples: pd.DataFrame,
     """One row per checkpoint (name -> directory, e.g. keyed by `TABLE_ROWS`): AUC, LogLoss, inference
     microseconds per sample and parameter counts on `samples` (the test split). Each model encodes the
     samples with its own feature space. Models without a PLM are timed as the best of `ctr_repeats` passes."""
-    if threads:
-        torch.set_num_threads(threads)
     catalog = movie_catalog(movies)
     rows = []
-    for name, directory in checkpoints.items():
-        model = ClickPrompt.load_checkpoint(directory)
-        repeats = 1 if model.fusion.uses_plm else ctr_repeats
-        metrics = evaluate(model, model.encode(samples, catalog), batch_size, repeats)
-        rows.append({"model": name, "fusion": model.config.fusion, "auc": metrics.auc, "logloss": metrics.logloss,
-                     "us_per_sample": metrics.us_per_sample, "params": model.parameter_count(),
-                     "trainable_params": model.parameter_count(trainable_only=True), "n": metrics.n,
-                     "checkpoint": str(directory)})
+    with torch_threads(threads):
+        for name, directory in checkpoints.items():
+            model = ClickPrompt.load_checkpoint(directory)
+            repeats = 1 if model.fusion.uses_plm else ctr_repeats
+            metrics = evaluate(model, model.encode(samples, catalog), batch_size, repeats)
+            rows.append({"model": name, "fusion": model.config.fusion, "auc": metrics.auc, "logloss": metrics.logloss,
+                         "us_per_sample": metrics.us_per_sample, "params": model.parameter_count(),
+                         "trainable_params": model.parameter_count(trainable_only=True), "n": metrics.n,
+                         "checkpoint": str(directory)})
     return pd.DataFrame(rows)
 
 

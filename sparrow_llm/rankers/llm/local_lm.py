@@ -16,10 +16,7 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import queue
-import shutil
-import tempfile
 import threading
 import time
 from concurrent.futures import Future
@@ -29,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 from ...config import ConfigError, LLMSettings
 from ...datafolder import file_hash
+from ...publish import staged_folder
 from .base import ChatBackend, Completion, LabelScorer, LabelScores, LLMError, PromptRequest
 
 __all__ = ["LocalLMBackend", "LoadedModel", "from_settings", "model_source", "converted_model", "load_model",
@@ -64,9 +62,9 @@ def converted_model(source: Path, models_dir: Path) -> Path:
     target = models_dir / file_hash(source)
     if (target / _CONFIG).is_file():
         return target
-    models_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=models_dir))
-    try:
+    # Published whole (`publish.staged_folder`): processes converting at once never read half a folder, and
+    # one that finished first keeps its conversion.
+    with staged_folder(target, keep_existing=lambda t: (t / _CONFIG).is_file()) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, local_files_only=True,
                                                      dtype="float32")
@@ -75,13 +73,6 @@ def converted_model(source: Path, models_dir: Path) -> Path:
         model.hf_quantizer = None
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.rename(tmp, target)  # whole, or not at all
-        except OSError:
-            if not (target / _CONFIG).is_file():  # not another process's finished conversion
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

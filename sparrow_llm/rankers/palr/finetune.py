@@ -20,8 +20,6 @@ import json
 import logging
 import random
 import resource
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,8 @@ import numpy as np
 from ...config import ConfigError, Settings
 from ...datafolder import data_key
 from ...progress import progress_bar
+from ...publish import staged_folder
+from ...training import EarlyStopping
 from ..base import Ranker
 from ..llm.base import make_backend
 from ..llm.local_lm import LocalLMBackend, chat_texts, converted_model, option_logits, option_token_ids
@@ -197,10 +197,10 @@ def finetune(settings: Settings, make_base: MakeBase, options: FinetuneOptions =
 
     checks = valid[:options.check_valid] if options.check_valid else valid
     history: list[dict] = []
-    best: tuple[float, int, dict] | None = None  # (validation NDCG@10, step, the adapter's weights)
+    stopping = EarlyStopping(options.patience)  # on validation NDCG@10; keeps the adapter's weights
     max_steps = options.max_steps or -(-len(train) // options.batch_size)  # one epoch, as LlamaRec
     deadline = started + options.max_minutes * 60
-    checks_without_gain, step, stopped = 0, 0, "max_steps"
+    step, stopped = 0, "max_steps"
     model.train()
     with progress_bar(total=max_steps, desc="llm finetune", unit="step", enabled=options.progress) as bar:
         while step < max_steps:
@@ -222,18 +222,14 @@ def finetune(settings: Settings, make_base: MakeBase, options: FinetuneOptions =
                 ndcg, _ = validate(checks)
                 history.append({"step": step, "valid_ndcg": ndcg, "train_loss": loss.item(),
                                 "elapsed_s": time.perf_counter() - started})
-                if best is None or ndcg > best[0]:
-                    best = (ndcg, step, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
-                    checks_without_gain = 0
-                else:
-                    checks_without_gain += 1
-                if checks_without_gain >= options.patience:
+                if stopping.update(ndcg, step, lambda: {n: p.detach().clone() for n, p in model.named_parameters()
+                                                        if p.requires_grad}):
                     stopped = "patience"
                     break
             if out_of_time:
                 stopped = "max_minutes"
                 break
-    model.load_state_dict(best[2], strict=False)
+    model.load_state_dict(stopping.state, strict=False)
     _, scores = validate(valid)  # the best adapter on every validation sample: its fusion weight
     tuned = _calibrate(scores, valid)
     info = {
@@ -241,7 +237,7 @@ def finetune(settings: Settings, make_base: MakeBase, options: FinetuneOptions =
         "model": llm.model, "base": base,
         "options": {**dataclasses.asdict(options), "samples": dataclasses.asdict(options.samples)},
         "train_samples": len(train), "valid_samples": len(valid), "check_samples": len(checks), "steps": step,
-        "best_step": best[1], "stopped": stopped, "history": history, "wall_s": time.perf_counter() - started,
+        "best_step": stopping.best_step, "stopped": stopped, "history": history, "wall_s": time.perf_counter() - started,
         "peak_rss_gib": _peak_rss_gib(), "finetuned": tuned.to_json(),
     }
     _store(directory, model, info, tuned)
@@ -249,15 +245,10 @@ def finetune(settings: Settings, make_base: MakeBase, options: FinetuneOptions =
 
 
 def _store(directory: Path, model, info: dict, tuned: Calibration) -> None:
-    """The adapter saved into a temporary folder and renamed into place whole, then its weight and the record."""
-    directory.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".adapter-", dir=directory))
-    try:
+    """The adapter published whole (`publish.staged_folder`: an older adapter is replaced, never deleted first),
+    then its weight and the record."""
+    with staged_folder(directory / ADAPTER) as staging:
         model.save_pretrained(staging)
-        shutil.rmtree(directory / ADAPTER, ignore_errors=True)
-        staging.rename(directory / ADAPTER)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     save_calibration(directory, FINETUNED, tuned)
     (directory / _TRAINING).write_text(json.dumps(info, indent=2))
     log.info("llm finetune: %s (best step %s, valid NDCG@10 %.4f)", directory, info["best_step"], tuned.reranker_ndcg)

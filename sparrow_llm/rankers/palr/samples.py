@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -39,6 +37,7 @@ from pyspark.sql.types import ArrayType, DoubleType, LongType, StringType, Struc
 from ...config import Settings
 from ...datafolder import data_key
 from ...domain import MovieMeta, Rated, UserContext, UserRating
+from ...publish import staged_folder
 from ...schema import COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_USER, ITEM_EMB_CSV, LIKED_RATING, MOVIES_CSV, RATINGS_CSV
 from ...spark import read_movies, read_ratings, session, task_progress
 from ..base import Ranker
@@ -181,21 +180,14 @@ def base_folder(settings: Settings, rows: Sequence[Row]) -> Path:
     cut = {int(r[COL_USER]): int(r[COL_TIMESTAMP]) for r in rows if r["split"] == VALID}
     ratings = pd.read_csv(webroot / RATINGS_CSV)
     ends = ratings[COL_USER].map(cut).fillna(np.inf)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".base-data-", dir=folder.parent))
-    try:
+    # Published whole (`publish.staged_folder`); a process that made the same folder first keeps its own.
+    with staged_folder(folder, keep_existing=lambda f: (f / RATINGS_CSV).is_file()) as staging:
         (staging / RATINGS_CSV).parent.mkdir(parents=True)
         ratings[ratings[COL_TIMESTAMP] < ends].to_csv(staging / RATINGS_CSV, index=False)
         for rel in (MOVIES_CSV, ITEM_EMB_CSV):
             if (webroot / rel).is_file():
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)
                 (staging / rel).symlink_to((webroot / rel).resolve())
-        os.rename(staging, folder)
-    except OSError:
-        if not (folder / RATINGS_CSV).is_file():  # else another process made the same folder first
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -24,6 +21,7 @@ from ...config import ConfigError, Settings
 from ...datafolder import data_key, read_data_folder
 from ...meter import measure
 from ...progress import progress_bar
+from ...publish import staged_folder
 from ...schema import COL_USER
 from .interactions import CONFIG_FILE, WEIGHTS_FILE, Catalogue, Fold, History, folds, histories, ndcg_at
 from .linear import EASE_GRID, EASE_RECENT_GRID, Grid, LinearModel, fit_ease, fit_popularity, select_ease
@@ -130,24 +128,16 @@ def prepare_model(settings: Settings, model: str, *, samples: Path | str | None 
     dest = model_dir(settings, model)
     if is_checkpoint(dest):
         return dest, False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model}-", dir=dest.parent))
-    try:
+    # Published whole (`publish.staged_folder`); a process that finished the same training first keeps its model.
+    with staged_folder(dest, keep_existing=is_checkpoint) as staging:
         with measure() as cost:
             data = load_data(settings, samples)
-            info = _FITS[model](data, staging / "model", settings, progress)
+            info = _FITS[model](data, staging, settings, progress)
         info.update({"model": model, "data_folder": str(settings.host.data_webroot),
                      "data_key": data_key(settings.host.data_webroot), "users": len(data.full),
                      "valid_users": len(data.folds[0].valid), "items": len(data.catalogue), "train_s": cost.seconds,
                      "peak_gib": cost.peak_gib, "added_gib": cost.added_gib})
-        (staging / "model" / TRAINING_FILE).write_text(json.dumps(info, indent=2))
-        try:
-            os.replace(staging / "model", dest)
-        except OSError:
-            if not is_checkpoint(dest):  # else another process finished the same training first: keep theirs
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        (staging / TRAINING_FILE).write_text(json.dumps(info, indent=2))
     log.info("retrieval: trained %s in %.1f s", dest, info["train_s"])
     return dest, True
 

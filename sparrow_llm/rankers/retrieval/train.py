@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ...progress import progress_bar
+from ...training import EarlyStopping, torch_threads
 from .interactions import History, ValidationSet, ndcg_at
 from .sasrec import SASRec, SASRecConfig, encode
 
@@ -60,10 +61,7 @@ def train_sasrec(config: SASRecConfig, train: Sequence[History], valid: Validati
                  options: TrainOptions = TrainOptions()) -> TrainResult:
     """Train on every user's training part (`config.interactions` of it), stopping early on validation."""
     started = time.perf_counter()
-    threads = torch.get_num_threads()
-    if options.threads:
-        torch.set_num_threads(options.threads)  # the host and other jobs share this machine's cores
-    try:
+    with torch_threads(options.threads):  # the host and other jobs share this machine's cores
         inputs, targets = windows([h.select(config.interactions) for h in train], config.max_len)
         if not len(inputs):
             raise ValueError("no training sequence has two interactions: nothing to learn from")
@@ -73,7 +71,7 @@ def train_sasrec(config: SASRecConfig, train: Sequence[History], valid: Validati
         valid_inputs = [h.select(config.interactions) for h in valid.histories]
         rated = [h.items for h in valid.histories]
         history: list[dict] = []
-        best, best_state, best_epoch, waited = -1.0, None, 0, 0
+        stopping = EarlyStopping(options.patience)
         with progress_bar(total=options.epochs, desc="sasrec", unit="epoch", enabled=options.progress) as bar:
             for epoch in range(1, options.epochs + 1):
                 model.train()
@@ -91,14 +89,8 @@ def train_sasrec(config: SASRecConfig, train: Sequence[History], valid: Validati
                 history.append({"epoch": epoch, "loss": float(np.mean(losses)), "valid_ndcg10": score})
                 bar.set_postfix(loss=f"{np.mean(losses):.3f}", valid=f"{score:.4f}")
                 # Without validation users (a tiny data folder) the last epoch's weights are kept.
-                if best_state is None or not len(valid) or score > best:
-                    best, best_state, best_epoch, waited = score, copy.deepcopy(model.state_dict()), epoch, 0
-                else:
-                    waited += 1
-                    if waited >= options.patience:
-                        break
-        model.load_state_dict(best_state)
+                if stopping.update(score, epoch, lambda: copy.deepcopy(model.state_dict()), always=not len(valid)):
+                    break
+        model.load_state_dict(stopping.state)
         model.eval()
-    finally:
-        torch.set_num_threads(threads)
-    return TrainResult(model, best_epoch, best, history, time.perf_counter() - started)
+    return TrainResult(model, stopping.best_step, stopping.best, history, time.perf_counter() - started)

@@ -87,3 +87,23 @@ def test_another_base_never_reuses_the_adapter_or_weight_tuned_over_this_one(tra
     assert "+lora" not in serving.llm.name
     host = serving_model(settings.replace(base=None), make_backend(settings.llm), prompts, base_key(None))
     assert (host.variant, host.calibrated) == (ZERO_SHOT, False)
+
+
+def test_a_failed_save_keeps_the_adapter_served_before(trained):
+    # The adapter is published whole: a save that fails half-way leaves the previous adapter as it was.
+    from sparrow_llm.rankers.palr.finetune import _store
+
+    settings, _ = trained
+    directory = checkpoint_dir(settings, make_backend(settings.llm), Prompts.from_settings(settings.llm),
+                               _base_key(settings))
+    before = {p.name: p.read_bytes() for p in (directory / ADAPTER).iterdir()}
+
+    class FailingSave:
+        def save_pretrained(self, folder):
+            (folder / ADAPTER_WEIGHTS).write_bytes(b"half")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        _store(directory, FailingSave(), {}, None)
+    assert {p.name: p.read_bytes() for p in (directory / ADAPTER).iterdir()} == before
+    assert sorted(p.name for p in directory.iterdir() if p.name.startswith(".")) == []
