@@ -28,7 +28,8 @@ import pandas as pd
 from ...catalog import movie_catalog
 from ...datafolder import MIN_HISTORY, leave_last_out
 from .features import encode_samples
-from .model import ClickPrompt, ClickPromptConfig, load_tokenizer, plm_path
+from .configuration import ClickPromptConfig
+from .model import ClickPrompt, load_tokenizer, plm_path
 from .samples import Split, build_samples, history_frame, movie_stats_now, samples_at
 from .schema import COL_LABEL, COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_USER, SAMPLE_COLUMNS
 from .score import ClickPromptScorer
