@@ -13,7 +13,7 @@ import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, ClassVar, Mapping, TypeVar
 
 from .schema import MODEL_NAME_RE
 
@@ -46,13 +46,16 @@ class _Var:
 
     name: str
     read: bool = True
+    what: ClassVar[str] = "text"
+    kinds: ClassVar[tuple[type, ...]] = (str,)
 
     def parse(self, raw: str) -> Any:
         return raw
 
     def check(self, value: Any) -> Any:
-        if not isinstance(value, str):
-            raise ConfigError(f"{self.name} must be text, got {value!r}")
+        # bool is an int: only a flag takes one.
+        if not isinstance(value, self.kinds) or isinstance(value, bool) is not (bool in self.kinds):
+            raise ConfigError(f"{self.name} must be {self.what}, got {value!r}")
         return value
 
 
@@ -68,13 +71,13 @@ class _Choice(_Var):
 
 @dataclass(frozen=True)
 class _Path(_Var):
+    what, kinds = "a path", (str, os.PathLike)
+
     def parse(self, raw: str) -> Path:
         return Path(raw).expanduser()
 
     def check(self, value: Any) -> Path:
-        if not isinstance(value, (str, os.PathLike)):
-            raise ConfigError(f"{self.name} must be a path, got {value!r}")
-        return Path(value)
+        return Path(super().check(value))
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class _Int(_Var):
     minimum: int | None = None
     maximum: int | None = None
     zero_is_none: bool = False  # 0 means "none" (no TTL, torch's default threads)
+    what, kinds = "an integer", (numbers.Integral,)
 
     def parse(self, raw: str) -> int:
         try:
@@ -90,8 +94,7 @@ class _Int(_Var):
             raise ConfigError(f"{self.name} must be an integer, got {raw!r}") from None
 
     def check(self, value: Any) -> int | None:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ConfigError(f"{self.name} must be an integer, got {value!r}")
+        value = super().check(value)
         if self.minimum is not None and value < self.minimum:
             raise ConfigError(f"{self.name} must be >= {self.minimum}, got {value}")
         if self.maximum is not None and value > self.maximum:
@@ -100,47 +103,37 @@ class _Int(_Var):
 
 
 @dataclass(frozen=True)
-class _Flag(_Int):
-    """An integer variable, 0 off; a bool field."""
+class _Flag(_Var):
+    """A variable of an integer >= 0, 0 off; a bool field."""
+
+    what, kinds = "true or false", (bool,)
 
     def parse(self, raw: str) -> bool:
-        return bool(_Int.check(self, super().parse(raw)))
-
-    def check(self, value: Any) -> bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{self.name} must be true or false, got {value!r}")
-        return value
+        count = _Int(self.name, minimum=0)
+        return bool(count.check(count.parse(raw)))
 
 
 @dataclass(frozen=True)
 class _Number(_Var):
-    """A finite number > 0."""
+    """A finite number > 0; with `weight`, one in [0, 1] (0 is allowed)."""
+
+    weight: bool = False
+    kinds = (numbers.Real,)
+
+    @property
+    def what(self) -> str:  # type: ignore[override]
+        return "a number in [0, 1]" if self.weight else "a finite number > 0"
 
     def parse(self, raw: str) -> float:
         try:
             return float(raw)
         except ValueError:
-            raise ConfigError(f"{self.name} must be a number, got {raw!r}") from None
+            raise ConfigError(f"{self.name} must be {self.what}, got {raw!r}") from None
 
     def check(self, value: Any) -> float:
-        if not _is_number(value) or value <= 0:
-            raise ConfigError(f"{self.name} must be a finite number > 0, got {value!r}")
-        return value
-
-
-@dataclass(frozen=True)
-class _Weight(_Number):
-    """A number in [0, 1] (0 is allowed)."""
-
-    def parse(self, raw: str) -> float:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{self.name} must be a number in [0, 1], got {raw!r}") from None
-
-    def check(self, value: Any) -> float:
-        if not _is_number(value) or not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{self.name} must be in [0, 1], got {value!r}")
+        value = super().check(value)
+        if not (math.isfinite(value) and (0.0 <= value <= 1.0 if self.weight else value > 0)):
+            raise ConfigError(f"{self.name} must be {self.what}, got {value!r}")
         return value
 
 
@@ -155,10 +148,6 @@ class _ModelName(_Var):
         if value is not None and not (isinstance(value, str) and MODEL_NAME_RE.match(value)):
             raise ConfigError(f"{self.name} must be a model name or 'host', got {value!r}")
         return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _var(default: Any, var: _Var, **kwargs: Any) -> Any:
@@ -289,8 +278,8 @@ class LLMSettings(_Section):
     local_threads: int | None = _var(None, _Int("SPARROW_LLM_LOCAL_THREADS", minimum=0, zero_is_none=True))
     # Serve the adapter fine-tuned for the data folder when there is one; the LLM's weight in the fusion with
     # the base ranker's score (None: the weight chosen on validation users).
-    local_finetuned: bool = _var(True, _Flag("SPARROW_LLM_LOCAL_FINETUNED", minimum=0))
-    fusion_weight: float | None = _var(None, _Weight("SPARROW_LLM_FUSION_WEIGHT"))
+    local_finetuned: bool = _var(True, _Flag("SPARROW_LLM_LOCAL_FINETUNED"))
+    fusion_weight: float | None = _var(None, _Number("SPARROW_LLM_FUSION_WEIGHT", weight=True))
 
 
 @dataclass(frozen=True)
