@@ -194,6 +194,7 @@ class HostSettings(_Section):
     jvm_dir: Path = _var(REPO_ROOT / "jvm_bridge", _Path("SPARROW_LLM_JVM_DIR"))
     java: str = _var("java", _Var("SPARROW_LLM_JAVA"))
     start_timeout_s: float = _var(120.0, _Number("host.start_timeout_s", read=False))
+
     @property
     def data_webroot(self) -> Path:
         """The host-layout folder offline jobs read: the data folder, a real host's web root, or the fixture."""
