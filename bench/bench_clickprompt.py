@@ -44,8 +44,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from sparrow_llm.rankers.clickprompt.model import ClickPromptConfig
-from sparrow_llm.rankers.clickprompt.checkpoint import EVAL_EVERY, PATIENCE
+from sparrow_llm.rankers.clickprompt.configuration import EVAL_EVERY, PATIENCE, ClickPromptConfig
 from sparrow_llm.rankers.clickprompt.experiments import (
     evaluate_seeds, load_training_data, summarize, table_markdown, table_options,
 )

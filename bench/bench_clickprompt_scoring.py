@@ -37,7 +37,7 @@ from sparrow_llm.config import Settings
 from sparrow_llm.datafolder import read_data_folder
 from sparrow_llm.domain import UserContext, UserRating
 from sparrow_llm.rankers.clickprompt.checkpoint import RECIPES
-from sparrow_llm.rankers.clickprompt.model import ClickPromptConfig
+from sparrow_llm.rankers.clickprompt.configuration import ClickPromptConfig
 from sparrow_llm.rankers.clickprompt.ranker import ClickPromptRanker
 from sparrow_llm.rankers.clickprompt.train import TrainOptions, finetune, prepare_data
 

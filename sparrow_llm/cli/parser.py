@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from . import commands
+from ..rankers.clickprompt.configuration import EVAL_EVERY, FUSIONS, PATIENCE, ClickPromptConfig
 
 __all__ = ["build_parser"]
 
@@ -135,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int)
         p.add_argument("--threads", type=_count, default=1, help="torch threads (default 1; leave the other core to the host)")
         if action == "finetune":
-            p.add_argument("--mode", choices=("ctr", "plm", "prefix", "prefix_add"), default="prefix")
+            p.add_argument("--mode", choices=tuple(FUSIONS), default=ClickPromptConfig.fusion,
+                           help=f"fusion mode (default {ClickPromptConfig.fusion})")
             p.add_argument("--init-from", type=Path, help="a pretrain checkpoint (CTR-only after PA-MLM)")
             validation_args(p)
         _common(p)
@@ -145,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_int_list, default=[1, 2, 3])
     p.add_argument("--samples", type=Path, help="a `sparrow-llm features` output folder")
     p.add_argument("--host-samples", type=Path, help="the host's testSamples.csv, split by time")
-    p.add_argument("--fusion", choices=("prefix", "prefix_add"), default="prefix_add")
+    p.add_argument("--fusion", choices=tuple(f for f, mode in FUSIONS.items() if mode.uses_prompts),
+                   default="prefix_add", help="the ClickPrompt row's fusion mode (default prefix_add)")
     p.add_argument("--epochs", type=_count, default=3)
     p.add_argument("--max-steps", type=_count, help="cap the steps of each epoch of the rows that read text")
     p.add_argument("--pretrain-steps", type=_non_negative, help="cap PA-MLM's one epoch (default: the whole epoch)")
@@ -229,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validation_args(p: argparse.ArgumentParser) -> None:
-    # Defaults stay in clickprompt.checkpoint (EVAL_EVERY, PATIENCE): importing it here would load torch for every command.
-    p.add_argument("--eval-every", type=_count, help="validate every N steps as well as at epoch ends (default 40)")
-    p.add_argument("--patience", type=_non_negative, help="validations without a better AUC before stopping (default 2)")
+    # Unset: the training paths' defaults, the same constants.
+    p.add_argument("--eval-every", type=_count,
+                   help=f"validate every N steps as well as at epoch ends (default {EVAL_EVERY})")
+    p.add_argument("--patience", type=_non_negative,
+                   help=f"validations without a better AUC before stopping (default {PATIENCE})")
     p.add_argument("--unfreeze-plm", action="store_true", help="fine-tune MiniLM too (rows that read text)")

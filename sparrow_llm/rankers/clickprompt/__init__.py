@@ -13,9 +13,10 @@ Modules, one per concern:
   samples_spark  the same samples as a PySpark job (`sparrow-llm features`), value for value.
   features       vocabularies and quantile buckets fitted on train (index 0 = unknown/missing, so unknown
                  users and movies encode), the sample as text, tokenized batches.
-  model          `ClickPromptConfig`; CTR backbones (DCNv2, DeepFM) in `BACKBONES`; `PromptGenerator`;
-                 the PLM with prefixes through a `transformers.DynamicCache` (see model.py's docstring);
-                 `MLMHead`; `ClickPrompt` with forward/loss/predict/mlm_loss and safetensors checkpoints.
+  configuration  `ClickPromptConfig` and the fusion modes `FUSIONS`, torch-free (the CLI reads its defaults).
+  model          CTR backbones (DCNv2, DeepFM) in `BACKBONES`; `PromptGenerator`; the PLM with prefixes
+                 through a `transformers.DynamicCache` (see model.py's docstring); `MLMHead`; `ClickPrompt`
+                 with forward/loss/predict/mlm_loss and save_pretrained/from_pretrained (safetensors).
   train          `prepare_data` / `prepare_split`, `pretrain` (PA-MLM), `finetune` (early stopping on
                  validation AUC, or a validation of the caller's), `evaluate`, `evaluate_table`, `train_table`.
   ranking        the ranking task: every rating a click, sampled unrated movies as non-clicks, validation on

@@ -23,22 +23,17 @@ from ...config import ConfigError, Settings
 from ...datafolder import data_key, file_hash, read_data_folder
 from ...publish import staged_folder
 from ...training import torch_threads
-from .model import CONFIG_FILE, WEIGHTS_FILE, ClickPromptConfig
+from ..pretrained import CONFIG_FILE, WEIGHTS_FILE
+from .configuration import ClickPromptConfig
 from .ranking import NegativeSampling, prepare_ranking_data, with_text
 from .train import FitResult, TrainOptions, finetune, pretrain
 
 __all__ = ["checkpoint_version", "default_checkpoint", "prepare_clickprompt", "prepare", "serving_checkpoint",
-           "train_recipe", "Recipe", "RECIPES", "CHECKPOINTS_DIR", "TRAINING_FILE", "EVAL_EVERY",
-           "PATIENCE"]
+           "train_recipe", "Recipe", "RECIPES", "CHECKPOINTS_DIR", "TRAINING_FILE"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "clickprompt"  # under the work dir
-# The rating task's validation (the AUC table): every 40 steps, stop after 2 without a gain: on the full fixture
-# every model peaks inside its first epoch, so epoch-end checks alone miss the best point. The CLI's and the
-# bench's defaults (the serving recipe's ranking task has its own, `Recipe`).
-EVAL_EVERY = 40
-PATIENCE = 2
 TRAINING_FILE = "training.json"  # what prepare_clickprompt trained on, beside the checkpoint
 _WORK = "training"  # the training's folder inside the one published (PA-MLM's checkpoint, the model's)
 

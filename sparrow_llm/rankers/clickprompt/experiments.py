@@ -20,8 +20,7 @@ from ...config import Settings
 from ...schema import MOVIES_CSV
 from ...datafolder import read_data_folder
 from ...training import torch_threads
-from .checkpoint import EVAL_EVERY, PATIENCE
-from .model import CONFIG_FILE, FUSIONS, ClickPromptConfig
+from .configuration import EVAL_EVERY, FUSIONS, PATIENCE, ClickPromptConfig
 from .samples import build_samples, movie_stats_now, read_host_samples, read_sample_splits, time_split
 from .train import (
     HISTORY_FILE, PRETRAIN_DIR, TABLE_ROWS, FitResult, PreparedData, TrainOptions, evaluate, evaluate_table, finetune,
@@ -85,7 +84,7 @@ def run_finetune(settings: Settings, out: Path | str, *, mode: str = "prefix", i
     if init_from is not None and not FUSIONS[mode].uses_ctr:
         raise ValueError(f"init_from keeps a pretrained CTR model; mode {mode!r} has none")
     seed = settings.seed if seed is None else seed
-    base = ClickPromptConfig.load(Path(init_from) / CONFIG_FILE) if init_from is not None else ClickPromptConfig()
+    base = ClickPromptConfig.from_pretrained(init_from) if init_from is not None else ClickPromptConfig()
     config = base.replace(fusion=mode, seed=seed, freeze_plm=not unfreeze_plm)
     options = TrainOptions(epochs=epochs, max_steps_per_epoch=max_steps, eval_every=eval_every, patience=patience,
                            progress=progress)

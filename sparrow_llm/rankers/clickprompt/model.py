@@ -21,9 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -35,100 +33,26 @@ from torch import nn
 from transformers import DataCollatorForLanguageModeling, DynamicCache
 
 from ...minilm import load_pretrained, mean_pool, model_path
-
+from ..pretrained import WEIGHTS_FILE, PretrainedModel
+from .configuration import ClickPromptConfig
 from .features import EncodedSamples, FeatureSpace, encode_samples
 
 __all__ = [
-    "ClickPromptConfig", "ClickPrompt", "Fusion", "FUSIONS", "BACKBONES", "POOLINGS",
-    "FieldEmbedding", "DCNv2", "DeepFM", "PromptGenerator", "MLMHead", "load_plm", "load_tokenizer",
-    "plm_path", "Batch",
+    "ClickPrompt", "BACKBONES", "POOLINGS", "FieldEmbedding", "DCNv2", "DeepFM", "PromptGenerator", "MLMHead",
+    "load_plm", "load_tokenizer", "plm_path", "Batch", "FEATURES_FILE",
 ]
 
 Batch = Mapping[str, torch.Tensor]
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 FEATURES_FILE = "features.json"
 _IGNORE = -100  # label of tokens the MLM loss skips (cross_entropy's ignore_index)
 
 
-@dataclass(frozen=True)
-class Fusion:
-    """What a fusion mode computes; the logit is the sum of the parts it turns on."""
-
-    uses_ctr: bool  # builds the CTR model
-    uses_plm: bool  # builds the PLM and a linear head on its pooled output
-    uses_prompts: bool  # the CTR model's hidden vector becomes the PLM's prefix (and the PA-MLM head exists)
-    adds_ctr_logit: bool  # the CTR model's own logit is part of the prediction
-
-
-FUSIONS: dict[str, Fusion] = {
-    "ctr": Fusion(uses_ctr=True, uses_plm=False, uses_prompts=False, adds_ctr_logit=True),
-    "plm": Fusion(uses_ctr=False, uses_plm=True, uses_prompts=False, adds_ctr_logit=False),
-    "prefix": Fusion(uses_ctr=True, uses_plm=True, uses_prompts=True, adds_ctr_logit=False),
-    "prefix_add": Fusion(uses_ctr=True, uses_plm=True, uses_prompts=True, adds_ctr_logit=True),
-}
-
-
-# all-MiniLM-L6-v2 was trained with mean pooling; [CLS] is the BERT habit.
+# all-MiniLM-L6-v2 was trained with mean pooling; [CLS] is the BERT habit (configuration.POOLING_NAMES).
 POOLINGS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "mean": mean_pool,
     "cls": lambda states, mask: states[:, 0],
 }
-
-
-@dataclass(frozen=True)
-class ClickPromptConfig:
-    backbone: str = "dcnv2"  # a key of BACKBONES
-    embed_dim: int = 16
-    mlp_dims: tuple[int, ...] = (256, 128)
-    cross_layers: int = 3  # DCNv2 only
-    num_prompt: int = 5  # prefix vectors per PLM layer
-    prompt_hidden: int = 256
-    fusion: str = "prefix"  # a key of FUSIONS
-    plm_path: str | None = None  # None: the packaged all-MiniLM-L6-v2
-    max_text_len: int = 64
-    pooling: str = "mean"  # a key of POOLINGS
-    freeze_plm: bool = True  # frozen PLM weights are not saved: they reload from plm_path
-    dropout: float = 0.1
-    seed: int = 2024
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mlp_dims", tuple(int(d) for d in self.mlp_dims))
-        for name, registry in (("backbone", BACKBONES), ("fusion", FUSIONS), ("pooling", POOLINGS)):
-            if getattr(self, name) not in registry:
-                raise ValueError(f"{name} must be one of {sorted(registry)}, got {getattr(self, name)!r}")
-        for name in ("embed_dim", "num_prompt", "prompt_hidden", "max_text_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.cross_layers < 0 or not 0.0 <= self.dropout < 1.0 or any(d < 1 for d in self.mlp_dims):
-            raise ValueError("cross_layers must be >= 0, dropout in [0, 1), mlp_dims positive")
-
-    @property
-    def fusion_mode(self) -> Fusion:
-        return FUSIONS[self.fusion]
-
-    def replace(self, **changes: Any) -> "ClickPromptConfig":
-        return replace(self, **changes)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["mlp_dims"] = list(self.mlp_dims)
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ClickPromptConfig":
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown ClickPromptConfig fields {sorted(unknown)}")
-        return cls(**data)
-
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> "ClickPromptConfig":
-        return cls.from_json(json.loads(Path(path).read_text()))
 
 
 def plm_path(config: ClickPromptConfig) -> str:
@@ -222,6 +146,7 @@ class DeepFM(nn.Module):
         return first + fm.sum(-1) + self.deep_out(deep).squeeze(-1), torch.cat([fm, deep], dim=-1)
 
 
+# configuration.BACKBONE_NAMES
 BACKBONES: dict[str, Callable[[int, int, ClickPromptConfig], nn.Module]] = {"dcnv2": DCNv2, "deepfm": DeepFM}
 
 
@@ -256,12 +181,15 @@ class MLMHead(nn.Module):
         return F.linear(self.norm(F.gelu(self.dense(states))), word_embeddings, self.bias)
 
 
-class ClickPrompt(nn.Module):
-    """`forward(batch) -> logits`, `loss(batch)`, `predict(batch) -> probabilities`, `mlm_loss(batch)`.
+class ClickPrompt(PretrainedModel, nn.Module):
+    """`forward(batch) -> logits`, `loss(batch)`, `predict(batch) -> probabilities`, `mlm_loss(batch)`;
+    `save_pretrained` / `from_pretrained` (`model.safetensors` + `config.json` + `features.json`).
 
     A batch is `EncodedSamples.batch(...)`: `cat` [B, fields], `label` [B], and for PLM modes
     `input_ids`, `attention_mask`, `token_type_ids` [B, L].
     """
+
+    config_class = ClickPromptConfig
 
     def __init__(self, config: ClickPromptConfig, space: FeatureSpace):
         super().__init__()
@@ -377,21 +305,13 @@ class ClickPrompt(nn.Module):
         # A frozen PLM is the published checkpoint: reloaded from plm_path, not copied into ours.
         return not (self.config.freeze_plm and name.startswith("plm."))
 
-    def save_checkpoint(self, directory: Path | str) -> Path:
-        """`model.safetensors` + `config.json` + `features.json` in `directory`."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+    def _save_weights(self, directory: Path) -> None:
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items() if self.is_saved(k)}
         save_file(state, str(directory / WEIGHTS_FILE))
-        self.config.save(directory / CONFIG_FILE)
         self.space.save(directory / FEATURES_FILE)
-        return directory
 
     @classmethod
-    def load_checkpoint(cls, directory: Path | str, **overrides: Any) -> "ClickPrompt":
-        """The saved model; `overrides` change config fields (e.g. `fusion="ctr"` keeps only the CTR part)."""
-        directory = Path(directory)
-        config = ClickPromptConfig.load(directory / CONFIG_FILE).replace(**overrides)
+    def _from_weights(cls, config: ClickPromptConfig, directory: Path) -> "ClickPrompt":
         model = cls(config, FeatureSpace.load(directory / FEATURES_FILE))
         model.load_weights(directory, strict=True)
         return model

@@ -29,7 +29,8 @@ from ...catalog import movie_catalog
 from ...datafolder import MIN_HISTORY, leave_last_out
 from ...metrics import mean_ndcg_of_scores
 from .features import encode_samples
-from .model import ClickPrompt, ClickPromptConfig, load_tokenizer, plm_path
+from .configuration import ClickPromptConfig
+from .model import ClickPrompt, load_tokenizer, plm_path
 from .samples import Split, build_samples, history_frame, movie_stats_now, samples_at
 from .schema import COL_LABEL, COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_USER, SAMPLE_COLUMNS
 from .score import ClickPromptScorer

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from .features import EncodedSamples
-from .model import CONFIG_FILE, ClickPrompt, ClickPromptConfig
+from .configuration import ClickPromptConfig
+from .model import ClickPrompt
 from .pairs import PairScorer
 from ...catalog import movie_catalog
 from .samples import candidate_samples, movie_rows, user_rows
@@ -32,7 +33,7 @@ class ClickPromptScorer:
     """
 
     def __init__(self, checkpoint_dir: Path | str, use_plm: bool = False, batch_size: int = 256):
-        config = ClickPromptConfig.load(Path(checkpoint_dir) / CONFIG_FILE)
+        config = ClickPromptConfig.from_pretrained(checkpoint_dir)
         fusion = config.fusion_mode
         if use_plm and not fusion.uses_plm:
             raise ValueError(f"checkpoint {checkpoint_dir} ({config.fusion}) has no PLM to use")
@@ -40,7 +41,7 @@ class ClickPromptScorer:
             raise ValueError(f"checkpoint {checkpoint_dir} ({config.fusion}) has no trained CTR logit; "
                              "use a ctr or prefix_add checkpoint, or use_plm=True")
         overrides = {} if use_plm else {"fusion": "ctr"}  # same weights, the PLM branch never built
-        self._setup(ClickPrompt.load_checkpoint(checkpoint_dir, **overrides).eval(), batch_size)
+        self._setup(ClickPrompt.from_pretrained(checkpoint_dir, **overrides).eval(), batch_size)
 
     @classmethod
     def for_model(cls, model: ClickPrompt, movie_stats: pd.DataFrame | None = None,

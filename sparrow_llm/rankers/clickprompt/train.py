@@ -27,7 +27,8 @@ from ...progress import progress_bar
 from ...training import EarlyStopping, torch_threads
 
 from .features import EncodedSamples, FeatureSpace, encode_samples
-from .model import FEATURES_FILE, ClickPrompt, ClickPromptConfig, load_tokenizer, plm_path
+from .configuration import ClickPromptConfig
+from .model import FEATURES_FILE, ClickPrompt, load_tokenizer, plm_path
 from ...catalog import movie_catalog
 from .samples import Split, build_samples, movie_stats_now, time_split
 
@@ -245,7 +246,7 @@ def _fit(model: ClickPrompt, loss_fn: Callable[[ClickPrompt, Mapping[str, torch.
                 break
         model.load_state_dict(stopping.state, strict=False)
         model.eval()
-    out = model.save_checkpoint(out_dir)
+    out = model.save_pretrained(out_dir)
     (out / HISTORY_FILE).write_text(json.dumps({"stage": stage, "best": stopping.best_step, "steps_per_epoch": steps,
                                                 "options": asdict(options), "validations": history}, indent=2))
     return FitResult(model, out, history, stopping.best_step)
@@ -310,7 +311,7 @@ def evaluate_table(checkpoints: Mapping[str, Path | str], samples: pd.DataFrame,
     rows = []
     with torch_threads(threads):
         for name, directory in checkpoints.items():
-            model = ClickPrompt.load_checkpoint(directory)
+            model = ClickPrompt.from_pretrained(directory)
             repeats = 1 if model.fusion.uses_plm else ctr_repeats
             metrics = evaluate(model, model.encode(samples, catalog), batch_size, repeats)
             rows.append({"model": name, "fusion": model.config.fusion, "auc": metrics.auc, "logloss": metrics.logloss,

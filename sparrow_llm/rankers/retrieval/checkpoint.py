@@ -23,7 +23,8 @@ from ...meter import measure
 from ...progress import progress_bar
 from ...publish import staged_folder
 from ...schema import COL_USER
-from .interactions import CONFIG_FILE, WEIGHTS_FILE, Catalogue, Fold, History, folds, histories, ndcg_at
+from ..pretrained import CONFIG_FILE, WEIGHTS_FILE
+from .interactions import Catalogue, Fold, History, folds, histories, ndcg_at
 from .linear import EASE_GRID, EASE_RECENT_GRID, Grid, LinearModel, fit_ease, fit_popularity, select_ease
 from .samples import COL_MOVIES, build_sequences, read_sequences
 
@@ -85,7 +86,7 @@ def _fit_popularity(data: RetrievalData, dest: Path, settings: Settings, progres
     score = ndcg_at(fit_popularity(fold.train, data.catalogue).scores(fold.valid.histories), fold.valid.rated,
                     fold.valid.targets)
     model = fit_popularity(data.full, data.catalogue)
-    model.save(dest)
+    model.save_pretrained(dest)
     return {"valid_ndcg10": score, "chosen": model.config.describe()}
 
 
@@ -94,13 +95,13 @@ def _fit_ease(grid: Grid, data: RetrievalData, dest: Path, settings: Settings, p
                       enabled=progress) as bar:
         config, tried = select_ease(data.folds, data.catalogue, grid, step=lambda: bar.update(1))
     weights = fit_ease(data.full, len(data.catalogue), config.l2, config.disliked_weight)
-    LinearModel(config, weights, data.catalogue.movie_ids).save(dest)
+    LinearModel(config, weights, data.catalogue.movie_ids).save_pretrained(dest)
     return {"valid_ndcg10": max(t["valid_ndcg10"] for t in tried), "chosen": config.describe(), "trials": tried}
 
 
 def _fit_sasrec(data: RetrievalData, dest: Path, settings: Settings, progress: bool) -> dict:
-    from .sasrec import SASRecConfig  # torch loads for this model only
-    from .train import TrainOptions, train_sasrec
+    from .configuration import SASRecConfig
+    from .train import TrainOptions, train_sasrec  # torch loads for this model only
 
     # Early stopping on the latest fold only: an earlier fold's hold-outs are training targets here.
     fold = data.folds[0]

@@ -21,13 +21,9 @@ from ...schema import COL_MOVIE, COL_TITLE, LIKED_RATING
 from .samples import COL_MOVIES, COL_RATINGS, COL_TIMESTAMPS, holdout
 
 __all__ = ["Catalogue", "History", "ValidationSet", "Fold", "INTERACTIONS", "interaction_matrix", "recency_weights",
-           "histories", "folds", "ndcg_at", "cooccurrence", "popularity_counts", "VALID_CUT",
-           "CONFIG_FILE", "WEIGHTS_FILE"]
+           "histories", "folds", "ndcg_at", "cooccurrence", "popularity_counts", "VALID_CUT"]
 
 INTERACTIONS = ("all", "liked")
-# Every model folder: its config and its weights (safetensors), as transformers names them.
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 VALID_CUT = 10  # models are chosen on NDCG@10, the evaluation's headline metric
 
 

@@ -10,7 +10,6 @@ thousands of movies, not for millions.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,43 +17,18 @@ from typing import Callable, Sequence
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from .interactions import (CONFIG_FILE, WEIGHTS_FILE, Catalogue, Fold, History, interaction_matrix, ndcg_at,
-                           popularity_counts)
+from ..pretrained import WEIGHTS_FILE, PretrainedModel
+from .configuration import EASE, POPULARITY, LinearConfig
+from .interactions import Catalogue, Fold, History, interaction_matrix, ndcg_at, popularity_counts
 
-__all__ = ["LinearConfig", "LinearModel", "Grid", "EASE_GRID", "EASE_RECENT_GRID", "fit_ease", "fit_popularity",
-           "select_ease", "POPULARITY", "EASE"]
+__all__ = ["LinearModel", "Grid", "EASE_GRID", "EASE_RECENT_GRID", "fit_ease", "fit_popularity", "select_ease"]
 
-POPULARITY, EASE = "popularity", "ease"
-
-
-@dataclass(frozen=True)
-class LinearConfig:
-    kind: str  # POPULARITY or EASE
-    l2: float = 0.0  # EASE's lambda
-    disliked_weight: float = 1.0  # a rating below 3.5 (1: binary, every rating counts; 0: liked ones only)
-    recency_tau: float | None = None  # None: every interaction weighs 1
-    recency_floor: float = 0.0
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> "LinearConfig":
-        return cls(**json.loads(path.read_text()))
-
-    def describe(self) -> str:
-        if self.kind == POPULARITY:
-            return "users per movie"
-        recency = "" if self.recency_tau is None else f", recency tau {self.recency_tau:g} floor {self.recency_floor:g}"
-        return f"lambda {self.l2:g}, disliked weight {self.disliked_weight:g}{recency}"
-
-
-class LinearModel:
+class LinearModel(PretrainedModel):
     """Scores of every catalogue movie for a batch of histories: counts (popularity) or vector @ B (EASE)."""
 
+    config_class = LinearConfig
+
     def __init__(self, config: LinearConfig, weights: np.ndarray, movie_ids: np.ndarray):
-        if config.kind not in (POPULARITY, EASE):
-            raise ValueError(f"unknown linear model kind {config.kind!r}")
         self.config, self.weights, self.movie_ids = config, weights, movie_ids
 
     def reads(self, history: History) -> bool:
@@ -72,18 +46,14 @@ class LinearModel:
             return np.tile(self.weights, (len(histories), 1))
         return np.asarray(self.user_vectors(histories) @ self.weights)
 
-    def save(self, directory: Path) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
+    def _save_weights(self, directory: Path) -> None:
         save_file({"weights": np.ascontiguousarray(self.weights, dtype=np.float32), "movie_ids": self.movie_ids},
                   str(directory / WEIGHTS_FILE))
-        self.config.save(directory / CONFIG_FILE)
-        return directory
 
     @classmethod
-    def load(cls, directory: Path | str) -> "LinearModel":
-        directory = Path(directory)
+    def _from_weights(cls, config: LinearConfig, directory: Path) -> "LinearModel":
         tensors = load_file(str(directory / WEIGHTS_FILE))
-        return cls(LinearConfig.load(directory / CONFIG_FILE), tensors["weights"], tensors["movie_ids"])
+        return cls(config, tensors["weights"], tensors["movie_ids"])
 
 
 def fit_popularity(histories: Sequence[History], catalogue: Catalogue) -> LinearModel:

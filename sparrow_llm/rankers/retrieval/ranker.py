@@ -23,7 +23,8 @@ from ...schema import SOURCE_CATALOGUE
 from ...store import Store
 from ..base import BaseRanker
 from .checkpoint import RetrievalData, load_data, prepare_model
-from .interactions import CONFIG_FILE, WEIGHTS_FILE, History, cooccurrence, popularity_counts
+from ..pretrained import CONFIG_FILE, WEIGHTS_FILE
+from .interactions import History, cooccurrence, popularity_counts
 from .linear import LinearModel
 
 __all__ = ["RetrievalRanker", "Scorer", "SASRecScorer", "from_settings", "popularity_ranker", "ease_ranker",
@@ -131,7 +132,7 @@ def _loaded(settings: Settings, model: str, directory: Path, version: str) -> Re
         scorer: Scorer = SASRecScorer(directory)
         items = scorer.model.config.n_items
     else:
-        scorer = LinearModel.load(directory)
+        scorer = LinearModel.from_pretrained(directory)
         items = len(scorer.movie_ids)
     if items != len(data.catalogue):
         raise ConfigError(f"{directory} was trained on {items} movies, the data folder has {len(data.catalogue)}")

@@ -9,8 +9,6 @@ and GELU, as transformers use now. Item index 0 is padding; catalogue index i is
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -20,31 +18,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .interactions import CONFIG_FILE, WEIGHTS_FILE
+from ..pretrained import WEIGHTS_FILE, PretrainedModel
+from .configuration import SASRecConfig
 
-__all__ = ["SASRecConfig", "SASRec", "PAD", "encode"]
+__all__ = ["SASRec", "PAD", "encode"]
 
 PAD = 0
-
-
-@dataclass(frozen=True)
-class SASRecConfig:
-    n_items: int
-    max_len: int = 50
-    hidden: int = 64
-    blocks: int = 2
-    heads: int = 1
-    dropout: float = 0.2
-    init_std: float = 0.02
-    interactions: str = "all"  # which of a user's ratings form the sequence (interactions.INTERACTIONS)
-    seed: int = 0
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> "SASRecConfig":
-        return cls(**json.loads(path.read_text()))
 
 
 def encode(sequences: Sequence[np.ndarray], max_len: int) -> torch.Tensor:
@@ -57,7 +36,11 @@ def encode(sequences: Sequence[np.ndarray], max_len: int) -> torch.Tensor:
     return out
 
 
-class SASRec(nn.Module):
+class SASRec(PretrainedModel, nn.Module):
+    """`forward(tokens) -> logits`, `loss`, `predict`; `save_pretrained` / `from_pretrained` (safetensors)."""
+
+    config_class = SASRecConfig
+
     def __init__(self, config: SASRecConfig):
         super().__init__()
         self.config = config
@@ -102,17 +85,12 @@ class SASRec(nn.Module):
             self.train(was_training)
         return np.concatenate(parts) if parts else np.zeros((0, self.config.n_items), dtype=np.float32)
 
-    def save_pretrained(self, directory: Path | str) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+    def _save_weights(self, directory: Path) -> None:
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_FILE))
-        self.config.save(directory / CONFIG_FILE)
-        return directory
 
     @classmethod
-    def from_pretrained(cls, directory: Path | str) -> "SASRec":
-        directory = Path(directory)
-        model = cls(SASRecConfig.load(directory / CONFIG_FILE))
+    def _from_weights(cls, config: SASRecConfig, directory: Path) -> "SASRec":
+        model = cls(config)
         model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
         model.eval()
         return model

@@ -19,7 +19,8 @@ import torch
 from ...progress import progress_bar
 from ...training import EarlyStopping, torch_threads
 from .interactions import History, ValidationSet, ndcg_at
-from .sasrec import SASRec, SASRecConfig, encode
+from .configuration import SASRecConfig
+from .sasrec import SASRec, encode
 
 __all__ = ["TrainOptions", "TrainResult", "windows", "train_sasrec"]
 

@@ -33,7 +33,7 @@ def tiny_ratings(ratings) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def tiny_config():
-    from sparrow_llm.rankers.clickprompt.model import ClickPromptConfig
+    from sparrow_llm.rankers.clickprompt.configuration import ClickPromptConfig
 
     return ClickPromptConfig(embed_dim=4, mlp_dims=(16,), cross_layers=1, num_prompt=2, prompt_hidden=16,
                              max_text_len=32, fusion="prefix_add", seed=7)

@@ -6,8 +6,10 @@ import json
 import pytest
 import torch
 
+from sparrow_llm.config import ConfigError
+from sparrow_llm.rankers.clickprompt.configuration import BACKBONE_NAMES, FUSIONS, POOLING_NAMES, ClickPromptConfig
 from sparrow_llm.rankers.clickprompt.model import (
-    BACKBONES, FUSIONS, ClickPrompt, ClickPromptConfig, FieldEmbedding, MLMHead, PromptGenerator,
+    BACKBONES, POOLINGS, ClickPrompt, FieldEmbedding, MLMHead, PromptGenerator,
 )
 
 B = 4
@@ -25,15 +27,21 @@ def models(tiny_config, tiny_data):
 
 
 def test_config_json_round_trip_and_validation(tiny_config, tmp_path):
-    path = tmp_path / "config.json"
-    tiny_config.save(path)
-    assert ClickPromptConfig.load(path) == tiny_config
-    assert json.loads(path.read_text())["mlp_dims"] == [16]
-    for bad in ({"backbone": "xgboost"}, {"fusion": "late"}, {"pooling": "max"}, {"num_prompt": 0}):
-        with pytest.raises(ValueError):
+    tiny_config.save_pretrained(tmp_path)
+    assert ClickPromptConfig.from_pretrained(tmp_path) == tiny_config
+    assert json.loads((tmp_path / "config.json").read_text())["mlp_dims"] == [16]
+    assert ClickPromptConfig.from_pretrained(tmp_path, fusion="ctr") == tiny_config.replace(fusion="ctr")
+    for bad, message in (({"backbone": "xgboost"}, "backbone must be one of"), ({"fusion": "late"}, "fusion must be"),
+                         ({"pooling": "max"}, "pooling must be"), ({"num_prompt": 0}, "num_prompt must be >= 1")):
+        with pytest.raises(ConfigError, match=message):
             tiny_config.replace(**bad)
-    with pytest.raises(ValueError):
-        ClickPromptConfig.from_json({**tiny_config.to_json(), "colour": "red"})
+    with pytest.raises(ConfigError, match="unknown ClickPromptConfig fields"):
+        ClickPromptConfig.from_dict({**tiny_config.to_dict(), "colour": "red"})
+
+
+def test_the_configuration_names_every_module_the_model_builds():
+    # The torch-free configuration validates names the model maps to modules: the two lists must agree.
+    assert set(BACKBONE_NAMES) == set(BACKBONES) and set(POOLING_NAMES) == set(POOLINGS)
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))

@@ -45,10 +45,10 @@ def test_plm_scoring_and_mode_checks(prefix_add_run, tiny_config, tiny_data, mov
     assert not hasattr(ClickPromptScorer(prefix_add_run.checkpoint).model, "plm")
     from sparrow_llm.rankers.clickprompt.model import ClickPrompt
 
-    prefix_dir = ClickPrompt(tiny_config.replace(fusion="prefix"), tiny_data.space).save_checkpoint(tmp_path / "p")
+    prefix_dir = ClickPrompt(tiny_config.replace(fusion="prefix"), tiny_data.space).save_pretrained(tmp_path / "p")
     with pytest.raises(ValueError, match="CTR logit"):
         ClickPromptScorer(prefix_dir)
-    ctr_dir = ClickPrompt(tiny_config.replace(fusion="ctr"), tiny_data.space).save_checkpoint(tmp_path / "c")
+    ctr_dir = ClickPrompt(tiny_config.replace(fusion="ctr"), tiny_data.space).save_pretrained(tmp_path / "c")
     with pytest.raises(ValueError, match="no PLM"):
         ClickPromptScorer(ctr_dir, use_plm=True)
 
@@ -84,7 +84,7 @@ def test_many_users_with_other_ctr_models(changes, tiny_config, tiny_data, movie
     with torch.no_grad():  # away from the near-zero initial weights, so that every term counts
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    scorer = ClickPromptScorer(model.save_checkpoint(tmp_path / "model"))
+    scorer = ClickPromptScorer(model.save_pretrained(tmp_path / "model"))
     users = sorted(tiny_ratings["userId"].unique())[:3]
     queries = [(int(u), tiny_ratings[tiny_ratings["userId"] == u], [1, 2, 50, 296, 10 ** 9]) for u in users]
     for (user, history, candidates), got in zip(queries, scorer.score_many(queries, movies)):

@@ -13,7 +13,7 @@ import pytest
 
 from sparrow_llm.domain import MovieMeta, UserRating
 from sparrow_llm.rankers.clickprompt import checkpoint as stage
-from sparrow_llm.rankers.clickprompt.model import WEIGHTS_FILE
+from sparrow_llm.rankers.pretrained import WEIGHTS_FILE
 from sparrow_llm.catalog import movie_catalog
 from sparrow_llm.rankers.clickprompt.samples import SPLIT_NAMES, build_samples, read_sample_splits, time_split
 from sparrow_llm.rankers.clickprompt.schema import COL_TIMESTAMP, COL_USER

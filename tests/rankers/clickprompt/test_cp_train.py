@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sparrow_llm.rankers.clickprompt.model import WEIGHTS_FILE, ClickPrompt
+from sparrow_llm.rankers.clickprompt.model import ClickPrompt
+from sparrow_llm.rankers.pretrained import WEIGHTS_FILE
 from sparrow_llm.catalog import movie_catalog
 from sparrow_llm.rankers.clickprompt.samples import build_samples, time_split
 from sparrow_llm.rankers.clickprompt.train import HISTORY_FILE, TABLE_ROWS, TrainOptions, evaluate, finetune, run_experiment
@@ -30,10 +31,10 @@ def test_pretrain_writes_a_checkpoint(pretrained):
 
 def test_checkpoint_round_trip_gives_identical_scores(prefix_add_run, tiny_data):
     model = prefix_add_run.model
-    again = ClickPrompt.load_checkpoint(prefix_add_run.checkpoint)
+    again = ClickPrompt.from_pretrained(prefix_add_run.checkpoint)
     np.testing.assert_array_equal(_probs(again, tiny_data.test), _probs(model, tiny_data.test))
     # Dropping the PLM keeps exactly the CTR part of the prediction.
-    ctr_only = ClickPrompt.load_checkpoint(prefix_add_run.checkpoint, fusion="ctr").eval()
+    ctr_only = ClickPrompt.from_pretrained(prefix_add_run.checkpoint, fusion="ctr").eval()
     batch = tiny_data.test.batch(range(8))
     with torch.no_grad():
         torch.testing.assert_close(ctr_only(batch), model.ctr_forward(batch["cat"])[0])
@@ -108,7 +109,7 @@ def test_run_experiment_builds_the_table(tiny_ratings, movies, tiny_config, tiny
     assert (tmp_path / "pretrain" / WEIGHTS_FILE).exists()
     # The table's numbers are the checkpoints' own.
     row = table.loc["ClickPrompt (PLM)"]
-    model = ClickPrompt.load_checkpoint(row["checkpoint"])
+    model = ClickPrompt.from_pretrained(row["checkpoint"])
     samples = time_split(build_samples(tiny_ratings, movies)).test
     assert row["n"] == len(samples)
     assert row["auc"] == pytest.approx(evaluate(model, model.encode(samples, movie_catalog(movies))).auc)

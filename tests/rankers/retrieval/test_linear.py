@@ -4,8 +4,9 @@ import pytest
 
 from sparrow_llm.rankers.retrieval.interactions import (Catalogue, Fold, History, ValidationSet, interaction_matrix,
                                                         recency_weights)
-from sparrow_llm.rankers.retrieval.linear import (EASE, Grid, LinearConfig, LinearModel, fit_ease, fit_popularity,
-                                                  select_ease)
+from sparrow_llm.config import ConfigError
+from sparrow_llm.rankers.retrieval.configuration import EASE, POPULARITY, LinearConfig
+from sparrow_llm.rankers.retrieval.linear import Grid, LinearModel, fit_ease, fit_popularity, select_ease
 
 CATALOGUE = Catalogue(np.array([10, 20, 30], dtype=np.int64), ("a", "b", "c"))
 
@@ -60,7 +61,7 @@ def test_scores_are_the_user_vector_times_b_and_popularity_counts_users():
 def test_save_and_load_round_trip(tmp_path):
     model = LinearModel(LinearConfig(EASE, l2=5.0, disliked_weight=0.5, recency_tau=3.0, recency_floor=0.2),
                         np.arange(9, dtype=np.float32).reshape(3, 3), CATALOGUE.movie_ids)
-    loaded = LinearModel.load(model.save(tmp_path / "m"))
+    loaded = LinearModel.from_pretrained(model.save_pretrained(tmp_path / "m"))
     assert loaded.config == model.config
     np.testing.assert_array_equal(loaded.weights, model.weights)
     np.testing.assert_array_equal(loaded.movie_ids, CATALOGUE.movie_ids)
@@ -76,3 +77,15 @@ def test_selection_picks_the_configuration_that_finds_the_held_out_movie():
     best, trials = select_ease([Fold(train, valid)], catalogue, Grid((1.0,), (0.0, 1.0), ((None, 0.0),)))
     assert {t["disliked_weight"]: t["valid_ndcg10"] for t in trials} == pytest.approx({0.0: 1 / np.log2(3), 1.0: 1.0})
     assert best == LinearConfig(EASE, l2=1.0, disliked_weight=1.0)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"kind": "knn"}, "LinearConfig.kind must be"),
+    ({"kind": EASE, "l2": 0.0}, "EASE needs lambda"),
+    ({"kind": POPULARITY, "disliked_weight": 1.5}, "disliked_weight and recency_floor must be in"),
+    ({"kind": EASE, "l2": 1.0, "recency_tau": 0.0}, "recency_tau must be None or > 0"),
+    ({"kind": EASE, "l2": float("nan")}, "LinearConfig.l2 must be a number >= 0"),
+])
+def test_a_config_out_of_range_is_refused_on_construction(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        LinearConfig(**fields)

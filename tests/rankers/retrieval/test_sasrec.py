@@ -1,9 +1,12 @@
 """SASRec: it learns a sequence pattern, masks the future, and saves and loads like transformers."""
 import numpy as np
+import pytest
 import torch
 
 from sparrow_llm.rankers.retrieval.interactions import History, ValidationSet
-from sparrow_llm.rankers.retrieval.sasrec import PAD, SASRec, SASRecConfig, encode
+from sparrow_llm.config import ConfigError
+from sparrow_llm.rankers.retrieval.configuration import SASRecConfig
+from sparrow_llm.rankers.retrieval.sasrec import PAD, SASRec, encode
 from sparrow_llm.rankers.retrieval.train import TrainOptions, train_sasrec, windows
 
 N_ITEMS = 6
@@ -53,3 +56,14 @@ def test_save_and_load_give_the_same_predictions(tmp_path):
     loss = SASRec.loss(model(encode(sequences, 4)), encode([np.array([2, 3]), np.array([], dtype=np.int64),
                                                             np.array([0, 3, 2, 1, 4])], 4))
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"n_items": 0}, "SASRecConfig.n_items must be a number >= 1"),
+    ({"hidden": 10, "heads": 3}, "must be a multiple of heads"),
+    ({"dropout": 1.0}, "dropout must be in"),
+    ({"interactions": "clicked"}, "interactions must be one of"),
+])
+def test_a_config_out_of_range_is_refused_on_construction(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        SASRecConfig(**{"n_items": N_ITEMS, **fields})
