@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .schema import MODEL_NAME_RE
+from .schema import CONNECT_FILE, MODEL_NAME_RE, PRIVATE_SUBDIR
 
 __all__ = [
     "ConfigError",
@@ -108,6 +108,11 @@ class HostSettings:
         return self.shared_dir / "sparrowrecsys" / "webroot"
 
     @property
+    def private_dir(self) -> Path:
+        """The owner-only folder of the connect file and the host's log."""
+        return self.work_dir / PRIVATE_SUBDIR
+
+    @property
     def bridge_jar(self) -> Path:
         return self.jvm_dir / "bridge" / "target" / "sparrow-llm-bridge.jar"
 
@@ -120,7 +125,7 @@ class HostSettings:
 class BridgeSettings:
     """How the Python client finds and authenticates to the launcher's Py4J gateway."""
 
-    connect_file: Path = Path("~/.sparrow-llm/gateway.json").expanduser()
+    connect_file: Path = HostSettings.work_dir / PRIVATE_SUBDIR / CONNECT_FILE
     gateway_port: int = 0  # 0: the launcher picks a free port and writes it to connect_file
     token: str | None = field(default=None, repr=False)
     call_timeout_s: float = 60.0
@@ -224,7 +229,7 @@ class Settings:
             java=env.get("SPARROW_LLM_JAVA") or HostSettings.java,
         )
         bridge = BridgeSettings(
-            connect_file=_path(env, "SPARROW_LLM_CONNECT_FILE", work_dir / "gateway.json"),
+            connect_file=_path(env, "SPARROW_LLM_CONNECT_FILE", host.private_dir / CONNECT_FILE),
             gateway_port=_int(env, "SPARROW_LLM_GATEWAY_PORT", 0, minimum=0, maximum=MAX_PORT),
             token=_token(env),
         )
