@@ -117,6 +117,7 @@ def launcher_env(settings: Settings, runtime: HostRuntime, token: str, extra: di
     st = settings.store
     env = {
         "PORT": str(settings.host.http_port),
+        "SPARROW_LLM_HOME": str(settings.host.work_dir),  # never served, whatever links the web root holds
         "SPARROW_LLM_TOKEN": token,
         "SPARROW_LLM_GATEWAY_PORT": str(settings.bridge.gateway_port),
         "SPARROW_LLM_CONNECT_FILE": str(settings.bridge.connect_file),
