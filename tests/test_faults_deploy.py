@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from sparrow_llm.bridge.client import BridgeClient, BridgeUnavailable
-from sparrow_llm.bridge.host import HostError, HostProcess
+from sparrow_llm.bridge.host import HostProcess
 from sparrow_llm.cli import main
 from sparrow_llm.config import REPO_ROOT, Settings
 from sparrow_llm.domain import RankedItem, Record
@@ -230,17 +231,18 @@ def test_3_a_host_that_dies_at_start_names_the_cause_in_its_one_line(built_bridg
 def test_8_bridge_start_fails_with_one_line_when_its_jvm_is_killed(built_bridge, tmp_path):
     home = tmp_path / "home"
     connect = home / "private" / "gateway.json"
-    proc = _cli({"SPARROW_LLM_HOME": str(home), "PORT": str(free_port()), "SPARROW_LLM_SHARED": str(SHARED)},
-                "bridge", "start")
+    proc = _cli({"SPARROW_LLM_HOME": str(home), "PORT": str(free_port()), "SPARROW_LLM_SHARED": str(SHARED),
+                 "PYTHONUNBUFFERED": "1"}, "bridge", "start")
+    watchdog = threading.Timer(120, proc.kill)  # a hang fails the test instead of blocking the read below
+    watchdog.start()
     try:
-        deadline = time.monotonic() + 120
-        while not connect.is_file():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.2)
+        ready = proc.stdout.readline()  # printed once the host is up
+        assert ready.startswith("host (standin) at http://127.0.0.1:"), ready + proc.communicate()[1]
         jvm = json.loads(connect.read_text())["pid"]
         os.kill(jvm, signal.SIGKILL)
         out, err = proc.communicate(timeout=30)
     finally:
+        watchdog.cancel()
         proc.kill()
     assert proc.returncode == 2
     assert len(err.strip().splitlines()) == 1, err
@@ -255,19 +257,21 @@ def test_8_serve_waits_for_a_launcher_restart_and_reconnects(built_bridge, tmp_p
     first = HostProcess(settings, extra_env=extra).start()
     serve = _cli({"SPARROW_LLM_HOME": str(settings.host.work_dir), "SPARROW_LLM_STORE_DIR": str(settings.store_dir),
                   "SPARROW_LLM_NEARLINE_POLL_S": "0.2"}, "serve", "--model", "recent")
+    def ranked(host: HostProcess, user_id: int) -> None:
+        """A page visit of `user_id` (a miss, queued) is ranked by the worker."""
+        assert _get(f"{host.base_url}/getrecforyou?id={user_id}&size=5&model=recent")[0] == 200
+        deadline = time.monotonic() + 90
+        while FileStore(settings.store_dir).get_record("recent", user_id) is None:
+            assert serve.poll() is None and time.monotonic() < deadline, "the worker did not rank the miss"
+            time.sleep(0.5)
+
     try:
-        time.sleep(3)
-        assert serve.poll() is None
+        ranked(first, 4)  # the worker is up and connected
         first.stop()  # the launcher restarts: its gateway and connect file go away for a while
         time.sleep(7)
         assert serve.poll() is None, serve.communicate()
         with HostProcess(settings, extra_env=extra) as second:
-            status, _ = _get(second.base_url + "/getrecforyou?id=5&size=5&model=recent")  # a miss, queued
-            assert status == 200
-            deadline = time.monotonic() + 60
-            while FileStore(settings.store_dir).get_record("recent", 5) is None:
-                assert serve.poll() is None and time.monotonic() < deadline, "the worker did not rank the miss"
-                time.sleep(0.5)
+            ranked(second, 5)
             serve.send_signal(signal.SIGTERM)
             out, err = serve.communicate(timeout=30)
     finally:
@@ -279,7 +283,7 @@ def test_8_serve_waits_for_a_launcher_restart_and_reconnects(built_bridge, tmp_p
     outage = [line for line in lines if "retrying in" in line]
     assert len(outage) == 1 and " WARNING " in outage[0] and "(backoff up to 30 s)" in outage[0], err  # one line
     assert len(lines) == 2 and lines[1].endswith("nearline: the bridge answers again; reconnected"), err
-    assert "1 ranked" in out.splitlines()[-1]
+    assert "2 ranked" in out.splitlines()[-1]
 
 
 def test_8_a_jvm_killed_under_a_rerank_gives_one_line_and_no_py4j_traceback(built_bridge, tmp_path, caplog):
@@ -289,7 +293,8 @@ def test_8_a_jvm_killed_under_a_rerank_gives_one_line_and_no_py4j_traceback(buil
         with BridgeClient(settings.bridge) as client:
             assert client.info()["movies"] == 755  # connected, a call made
             host.kill()  # as a crash would: the connect file stays behind
-            with caplog.at_level(logging.DEBUG), pytest.raises(BridgeUnavailable, match="no sparrow-llm bridge answers"):
+            with caplog.at_level(logging.DEBUG), \
+                    pytest.raises(BridgeUnavailable, match="no sparrow-llm bridge answers"):
                 client.info()
         assert not [r for r in caplog.records if r.name.startswith("py4j")]
         proc = _cli({"SPARROW_LLM_HOME": str(settings.host.work_dir), "SPARROW_LLM_STORE_DIR": str(settings.store_dir)},

@@ -90,7 +90,7 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.is_relative_to(folder) or path.resolve().is_relative_to(folder.resolve())
 
 
-def refuse_private_paths_in_webroot(settings: Settings, webroot: Path) -> None:
+def _refuse_private_paths_in_webroot(settings: Settings, webroot: Path) -> None:
     """The host serves its web root to anyone, links followed: the plugin's home (the connect file holds the
     gateway token, the log the host's output) and the connect file must be outside it. The launcher refuses too."""
     for variable, path in (("SPARROW_LLM_HOME", settings.host.work_dir),
@@ -154,7 +154,7 @@ class HostProcess:
 
     def prepare(self) -> None:
         rt = self.runtime
-        refuse_private_paths_in_webroot(self.settings, rt.webroot)
+        _refuse_private_paths_in_webroot(self.settings, rt.webroot)
         if not rt.bridge_jar.is_file() or (rt.kind == "standin" and not rt.host_jar.is_file()):
             build_bridge(self.settings)
         if rt.kind == "standin":
