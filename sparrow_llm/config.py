@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, TypeVar
 
-from .schema import MODEL_NAME_RE
+from .schema import CONNECT_FILE, MODEL_NAME_RE, PRIVATE_SUBDIR
 
 __all__ = [
     "ConfigError",
@@ -205,6 +205,11 @@ class HostSettings(_Section):
         return self.shared_dir / "sparrowrecsys" / "webroot"
 
     @property
+    def private_dir(self) -> Path:
+        """The owner-only folder of the connect file and the host's log."""
+        return self.work_dir / PRIVATE_SUBDIR
+
+    @property
     def bridge_jar(self) -> Path:
         return self.jvm_dir / "bridge" / "target" / "sparrow-llm-bridge.jar"
 
@@ -217,8 +222,8 @@ class HostSettings(_Section):
 class BridgeSettings(_Section):
     """How the Python client finds and authenticates to the launcher's Py4J gateway."""
 
-    # Settings.from_env's default: `<work dir>/gateway.json`.
-    connect_file: Path = _var(Path("~/.sparrow-llm/gateway.json").expanduser(), _Path("SPARROW_LLM_CONNECT_FILE"))
+    # Settings.from_env's default: `<work dir>/private/gateway.json` (owner-only, never under the web root).
+    connect_file: Path = _var(HostSettings.work_dir / PRIVATE_SUBDIR / CONNECT_FILE, _Path("SPARROW_LLM_CONNECT_FILE"))
     # 0: the launcher picks a free port and writes it to connect_file
     gateway_port: int = _var(0, _Int("SPARROW_LLM_GATEWAY_PORT", minimum=0, maximum=MAX_PORT))
     token: str | None = field(default=None, repr=False)  # SPARROW_LLM_TOKEN or _TOKEN_FILE (`_token`)
@@ -313,7 +318,7 @@ class Settings(_Section):
         host = HostSettings._from_env(env)
         return cls._from_env(
             env, host=host,
-            bridge=BridgeSettings._from_env(env, connect_file=host.work_dir / "gateway.json", token=_token(env)),
+            bridge=BridgeSettings._from_env(env, connect_file=host.private_dir / CONNECT_FILE, token=_token(env)),
             store=StoreSettings._from_env(env), llm=LLMSettings._from_env(env, models_dir=host.work_dir / "models"),
             nearline=NearlineSettings._from_env(env))
 

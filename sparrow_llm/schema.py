@@ -41,6 +41,11 @@ LIKED_RATING = 3.5
 # The file store's old default, relative to the host's web root: the host serves it to anyone, so records found
 # there are moved into the plugin's own store folder (`store.adopt_legacy_store`).
 LEGACY_STORE_SUBDIR = "modeldata/sparrow-llm"
+# The owner-only folder (mode 0700) under SPARROW_LLM_HOME that holds the connect file (the gateway token) and the
+# host's log; the launcher (BridgeConfig.PRIVATE_DIR) names it the same. The home is never inside the web root.
+PRIVATE_SUBDIR = "private"
+CONNECT_FILE = "gateway.json"
+HOST_LOG = "host.log"
 # File store folders, relative to the store root (default `$SPARROW_LLM_HOME/store`).
 FILE_RECORDS = "records"
 FILE_PROFILES = "profiles"

@@ -54,6 +54,27 @@ def _parse_or_none(raw, parse, where: str):
         return None
 
 
+def _read_regular_file(path: Path) -> str | None:
+    """A stored file's text: only a regular file (never a link, FIFO or device: a FIFO would block),
+    at most `MAX_VALUE_BYTES` (a larger one is logged and treated as unreadable)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlink where a record belongs
+            log.warning("ignoring store file %s: a link, not a file", path.name)
+            return None
+        raise StoreUnavailable(f"cannot read {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_VALUE_BYTES:
+        os.close(fd)
+        log.warning("ignoring store file %s: not a regular file of at most %d bytes", path.name, MAX_VALUE_BYTES)
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(MAX_VALUE_BYTES + 1).decode("utf-8", errors="replace")
+
+
 class Store(ABC):
     """Records, profiles and cache entries; every write is all-or-nothing for a reader."""
 
@@ -124,26 +145,6 @@ class FileStore(Store):
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _read(self, path: Path) -> str | None:
-        """A stored file's text: only a regular file (never a link, FIFO or device: a FIFO would block),
-        at most `MAX_VALUE_BYTES` (a larger one is logged and treated as unreadable)."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:  # a symlink where a record belongs
-                log.warning("ignoring store file %s: a link, not a file", path.name)
-                return None
-            raise StoreUnavailable(f"cannot read {path}: {exc.strerror}") from None
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_VALUE_BYTES:
-            os.close(fd)
-            log.warning("ignoring store file %s: not a regular file of at most %d bytes", path.name, MAX_VALUE_BYTES)
-            return None
-        with os.fdopen(fd, "rb") as fh:
-            return fh.read(MAX_VALUE_BYTES + 1).decode("utf-8", errors="replace")
-
     def put_records(self, records: Iterable[Record]) -> int:
         count = 0
         for record in records:
@@ -177,7 +178,7 @@ class FileStore(Store):
         self._write_atomic(self._cache_path(key), json.dumps(value, ensure_ascii=False))
 
     def _parse(self, path: Path, parse):
-        return _parse_or_none(self._read(path), parse, f"store file {path}")
+        return _parse_or_none(_read_regular_file(path), parse, f"store file {path}")
 
 
 class RedisStore(Store):
@@ -275,24 +276,61 @@ def open_default_store(settings: Settings) -> Store:
     return open_store(settings.store, settings.store_dir)
 
 
+def _plugin_file(rel: Path, text: str) -> bool:
+    """Whether a file at `rel` (relative to a store root) is one the plugin wrote: at its place in the layout
+    (docs/bridge-contract.md) and parsing as what belongs there, of the model and user its path names."""
+    parts, stem = rel.parts, rel.stem
+    try:
+        if len(parts) == 3 and parts[0] == schema.FILE_RECORDS and MODEL_NAME_RE.match(parts[1]) and stem.isdigit():
+            record = Record.from_json(text)
+            return record.model == parts[1] and record.user_id == int(stem)
+        if len(parts) == 2 and parts[0] == schema.FILE_PROFILES and stem.isdigit():
+            return Profile.from_json(text).user_id == int(stem)
+        if len(parts) == 3 and parts[0] == schema.FILE_CACHE and stem.isalnum() and stem[:2] == parts[1]:
+            return isinstance(json.loads(text), dict)
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return False
+    return False
+
+
 def adopt_legacy_store(legacy: Path, store_dir: Path) -> int:
-    """Moves the files of a store kept at the old default (`<web root>/modeldata/sparrow-llm`, which the host
-    serves to anyone and its build deletes) into `store_dir`, once; a file already in `store_dir` wins.
+    """Moves the records, profiles and cache entries of a store kept at the old default (`<web root>/modeldata/
+    sparrow-llm`, which the host serves to anyone and its build deletes) into `store_dir`, once; a file already
+    in `store_dir` wins. Deletes nothing: a file that is not a plugin record (an operator's notes, a link, a
+    file of another layout) stays where it is, and a folder is removed only when it is empty (os.rmdir).
     Returns how many files moved (0: nothing there)."""
     legacy, store_dir = Path(legacy), Path(store_dir)
     if not legacy.is_dir() or legacy.is_symlink() or legacy.resolve() == store_dir.resolve():
         return 0
     moved = 0
     for path in sorted(legacy.rglob("*.json")):
-        if not path.is_file() or path.is_symlink():
+        rel = path.relative_to(legacy)
+        if path.is_symlink() or not path.is_file():
             continue  # only regular files: a link could point anywhere
-        target = store_dir / path.relative_to(legacy)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(path, target)  # a rename on the same file system
-            moved += 1
-    shutil.rmtree(legacy, ignore_errors=True)
+        target = store_dir / rel
+        if target.exists() or not _plugin_file(rel, _read_regular_file(path) or ""):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, target)  # a rename on the same file system
+        moved += 1
+    left = _remove_empty_folders(legacy)
     if moved:
         log.warning("moved %d store files from the host's web root (served to anyone) into the plugin's store "
                     "folder; the stage reads them from SPARROW_LLM_STORE_DIR now", moved)
+    if left:
+        log.warning("left %d files that are not plugin records in %s (not deleted: move them out of the web root)",
+                    left, legacy)
     return moved
+
+
+def _remove_empty_folders(root: Path) -> int:
+    """Removes the empty folders under `root` (and `root` when it ends empty) with os.rmdir, deepest first;
+    returns how many entries that are not folders are left."""
+    left = 0
+    for folder, subfolders, files in os.walk(root, topdown=False):
+        left += len(files) + sum(1 for name in subfolders if Path(folder, name).is_symlink())
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass  # not empty: what is there stays
+    return left

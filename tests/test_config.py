@@ -19,7 +19,7 @@ def test_environment_is_read_once_into_typed_fields(tmp_path):
                            "ZHIPUAI_API_KEY": "abc.def-key", "SPARROW_LLM_HOME": str(tmp_path)})
     assert (s.store.kind, s.store.redis_port, s.store.ttl_s) == ("redis", 6400, 60)
     assert s.bridge.token == "s3cret-token"
-    assert s.bridge.connect_file == tmp_path / "gateway.json"
+    assert s.bridge.connect_file == tmp_path / "private" / "gateway.json"
     # Secrets never show in a repr (logs, tracebacks).
     assert "s3cret-token" not in repr(s) and "abc.def-key" not in repr(s)
 

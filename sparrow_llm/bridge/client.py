@@ -28,6 +28,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# py4j logs every lost connection with its traceback (a launcher restart gave three chained ones, a JVM killed
+# mid-rerank five), at levels a default run prints. Each loss reaches our caller as one BridgeError line, so
+# py4j's loggers (all below "py4j") stay quiet unless something configured them first.
+if logging.getLogger("py4j").level == logging.NOTSET:
+    logging.getLogger("py4j").setLevel(logging.CRITICAL)
 
 CANDIDATE_SOURCES = ("host", "genre", "embedding")
 _METAS_KEPT = 8192
@@ -74,7 +79,8 @@ class GatewayAddress:
 
 
 def _ratings(rows: Iterable[Sequence]) -> tuple[UserRating, ...]:
-    return tuple(UserRating(int(m), float(r), int(t)) for m, r, t in rows)
+    """History rows; a rating the gateway wrote as null (a NaN in the host's ratings.csv) is left out."""
+    return tuple(UserRating(int(m), float(r), int(t)) for m, r, t in rows if r is not None)
 
 
 def _is_connection_loss(exc: BaseException) -> bool:
@@ -197,8 +203,9 @@ class BridgeClient:
                 if len(self._metas) >= _METAS_KEPT:
                     self._metas.clear()
                 movie_id, title, year, genres, average, count, *emb = row
+                # null: a number the host had as NaN (an average over a NaN rating; an embedding with a NaN is none)
                 meta = MovieMeta(int(movie_id), title or "", int(year or 0), tuple(genres or ()), float(average or 0.0),
-                                 int(count or 0), tuple(emb[0]) if emb and emb[0] else None)
+                                 int(count or 0), tuple(emb[0]) if emb and emb[0] and None not in emb[0] else None)
                 known = self._metas[key] = (row, meta)
             yield known[1]
 

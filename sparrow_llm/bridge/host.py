@@ -6,10 +6,12 @@ fixture in `../shared`, for which a web root is composed from links into the fix
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 LAUNCHER_CLASS = "io.sparrowllm.bridge.BridgeLauncher"
 _REAL_HOST_JAR = "SparrowRecSys-1.0-SNAPSHOT-jar-with-dependencies.jar"
+# How many of the host log's last lines (stack frames left out) an error line carries.
+_LOG_LINES_IN_ERRORS = 6
 
 
 # Variables of ours the host JVM must not inherit: an LLM key has no business in the host's process.
@@ -80,6 +84,22 @@ def _compose_standin_webroot(settings: Settings, runtime: HostRuntime) -> None:
         link.symlink_to(fixture / rel)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or below it, as written or with links resolved."""
+    path, folder = Path(path).absolute(), Path(folder).absolute()
+    return path.is_relative_to(folder) or path.resolve().is_relative_to(folder.resolve())
+
+
+def _refuse_private_paths_in_webroot(settings: Settings, webroot: Path) -> None:
+    """The host serves its web root to anyone, links followed: the plugin's home (the connect file holds the
+    gateway token, the log the host's output) and the connect file must be outside it. The launcher refuses too."""
+    for variable, path in (("SPARROW_LLM_HOME", settings.host.work_dir),
+                           ("SPARROW_LLM_CONNECT_FILE", settings.bridge.connect_file)):
+        if _inside(path, webroot):
+            raise HostError(f"{variable} {path} is inside the host's web root {webroot}, which the host serves to "
+                            "anyone (the connect file holds the gateway token): move it outside")
+
+
 def build_bridge(settings: Settings, *, run_tests: bool = False) -> None:
     """`mvn -q package` in jvm_bridge/ (the bridge jar and the stand-in host)."""
     mvn = shutil.which("mvn")
@@ -97,6 +117,7 @@ def launcher_env(settings: Settings, runtime: HostRuntime, token: str, extra: di
     st = settings.store
     env = {
         "PORT": str(settings.host.http_port),
+        "SPARROW_LLM_HOME": str(settings.host.work_dir),  # never served, whatever links the web root holds
         "SPARROW_LLM_TOKEN": token,
         "SPARROW_LLM_GATEWAY_PORT": str(settings.bridge.gateway_port),
         "SPARROW_LLM_CONNECT_FILE": str(settings.bridge.connect_file),
@@ -123,7 +144,7 @@ class HostProcess:
         self.runtime = resolve_host(settings)
         self.token = settings.bridge.token or secrets.token_urlsafe(32)
         self.extra_env = extra_env or {}
-        self.log_path = log_path or settings.host.work_dir / "host.log"
+        self.log_path = log_path or settings.host.private_dir / schema.HOST_LOG
         self.http_port: int | None = None
         self._proc: subprocess.Popen | None = None
 
@@ -133,6 +154,7 @@ class HostProcess:
 
     def prepare(self) -> None:
         rt = self.runtime
+        _refuse_private_paths_in_webroot(self.settings, rt.webroot)
         if not rt.bridge_jar.is_file() or (rt.kind == "standin" and not rt.host_jar.is_file()):
             build_bridge(self.settings)
         if rt.kind == "standin":
@@ -144,9 +166,11 @@ class HostProcess:
     def start(self) -> "HostProcess":
         self.prepare()
         connect_file = self.settings.bridge.connect_file
-        connect_file.parent.mkdir(parents=True, exist_ok=True)
+        for folder in {connect_file.parent, self.log_path.parent}:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # a folder made here is the owner's only
+            if folder == self.settings.host.private_dir:
+                folder.chmod(0o700)  # the token and the log: owner-only, whoever made the folder
         connect_file.unlink(missing_ok=True)  # a stale file must not be mistaken for this start
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # The JVM never needs an LLM key: it is left out of its environment.
         inherited = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_THE_JVM}
         env = {**inherited, **launcher_env(self.settings, self.runtime, self.token, self.extra_env)}
@@ -160,20 +184,30 @@ class HostProcess:
         return self
 
     def _wait_ready(self, connect_file: Path) -> None:
-        import json
-
         deadline = time.monotonic() + self.settings.host.start_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise HostError(f"the host JVM exited with code {self._proc.returncode} while starting; "
-                                f"last lines of {self.log_path}:\n{self.log_tail()}")
+                raise HostError(self._exit_line("while starting"))
             if connect_file.is_file():
                 self.http_port = int(json.loads(connect_file.read_text())["httpPort"])
                 return
             time.sleep(0.1)
         self.stop()
         raise HostError(f"the host JVM did not become ready in {self.settings.host.start_timeout_s:.0f} s; "
-                        f"see {self.log_path}:\n{self.log_tail()}")
+                        f"last lines of {self.log_path}: {self._log_gist()}")
+
+    def _exit_line(self, when: str) -> str:
+        """One line (the CLI prints errors as one): how the JVM ended, and the log's last lines."""
+        code = self._proc.returncode
+        how = (f"was killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
+               else f"exited with code {code}")
+        return f"the host JVM (pid {self._proc.pid}) {how} {when}; last lines of {self.log_path}: {self._log_gist()}"
+
+    def _log_gist(self) -> str:
+        """The log's last lines but stack frames, joined by ' | ': the exception's own line stays in view."""
+        lines = [line.strip() for line in self.log_tail(200).splitlines()
+                 if line.strip() and not line.lstrip().startswith(("at ", "... "))]
+        return " | ".join(lines[-_LOG_LINES_IN_ERRORS:]) or "(empty)"
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -189,15 +223,27 @@ class HostProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        if self._proc is None or self._proc.poll() is not None:
+        """Stops the JVM; its connect file goes too, also when the JVM died without deleting it (kill -9)."""
+        if self._proc is None:
             return
-        self._proc.stdin.close()  # the watchdog's signal; terminate() follows in case it is off
-        self._proc.terminate()
+        if self._proc.poll() is None:
+            self._proc.stdin.close()  # the watchdog's signal; terminate() follows in case it is off
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._remove_connect_file()
+
+    def _remove_connect_file(self) -> None:
+        """Deletes the connect file when this JVM wrote it (another launcher's file is left alone)."""
+        path = self.settings.bridge.connect_file
         try:
-            self._proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+            if json.loads(path.read_text()).get("pid") == self._proc.pid:
+                path.unlink(missing_ok=True)
+        except (OSError, ValueError, AttributeError):
+            pass  # absent, unreadable or not ours: nothing to clean up
 
     def kill(self) -> None:
         """Kill -9, as a crash would (tests of recovery)."""
@@ -206,17 +252,19 @@ class HostProcess:
             self._proc.wait()
 
     def wait_until_interrupted(self) -> None:
-        """Block until Ctrl-C, SIGTERM or the JVM's exit (the foreground commands)."""
-        import signal
+        """Block until Ctrl-C or SIGTERM (the foreground commands). The JVM's own exit, a crash or a kill -9, is a
+        HostError: a supervisor must see the command fail (leaving the `with` block removes the connect file)."""
         import threading
 
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            while not stop.wait(1.0) and self.alive():
+            while not stop.wait(0.5) and self.alive():
                 pass
         except KeyboardInterrupt:
-            pass
+            return
+        if not stop.is_set() and not self.alive():
+            raise HostError(self._exit_line("while serving"))
 
     def __enter__(self) -> "HostProcess":
         return self.start()

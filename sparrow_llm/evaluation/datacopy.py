@@ -93,7 +93,9 @@ def write_eval_copy(source: Path, dest: Path, *, seed: int = 0) -> tuple[pd.Data
         _link(dest / "posters", source / "posters")
     else:
         (dest / "posters").mkdir(parents=True)
-    reduced.to_csv(dest / schema.RATINGS_CSV, index=False)
+    # A literal NaN rating (pandas reads it as a missing value) is written back as NaN, which the host's loader
+    # (Float.parseFloat) reads; pandas' default, an empty field, made the host die with NumberFormatException.
+    reduced.to_csv(dest / schema.RATINGS_CSV, index=False, na_rep="NaN")
     item_emb = source / schema.ITEM_EMB_CSV
     if item_emb.is_file():
         _link(dest / schema.ITEM_EMB_CSV, item_emb)

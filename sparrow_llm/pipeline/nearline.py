@@ -5,6 +5,8 @@ host's order at once and offers the user to its bounded, deduplicated miss queue
 that queue through the gateway and reranks those users, so the next visit shows the LLM's list. A
 call budget (a token bucket of LLM calls) decides how many it may rank: a flood of page requests for
 made-up or many user ids buys no more LLM calls than the budget allows; the rest keep the host's order.
+A launcher restart is not fatal: while the gateway is gone the worker waits, with a backoff of at most
+`RECONNECT_MAX_WAIT_S`, and reconnects (the client re-reads the connect file).
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..bridge.client import BridgeClient
+import tenacity
+
+from ..bridge.client import BridgeClient, BridgeUnavailable
 from ..config import Settings
 from ..limits import TokenBucket
 from ..rankers.base import Ranker
@@ -22,12 +26,14 @@ from ..registry import make_ranker
 from ..store import Store
 from .rerank import run_rerank
 
-__all__ = ["CallBudget", "NearlineSummary", "run_nearline", "CALLS_PER_USER"]
+__all__ = ["CallBudget", "NearlineSummary", "run_nearline", "CALLS_PER_USER", "RECONNECT_MAX_WAIT_S"]
 
 log = logging.getLogger(__name__)
 
 # PALR's most LLM calls for one user: a profile (when none is stored) and the ranking.
 CALLS_PER_USER = 2
+# The longest wait between two tries to reach a gateway that went away (a launcher restart takes seconds).
+RECONNECT_MAX_WAIT_S = 30.0
 
 
 class CallBudget:
@@ -79,8 +85,8 @@ def _poll(settings: Settings, client: BridgeClient, store: Store, ranker: Ranker
           stop: threading.Event, max_polls: int | None) -> NearlineSummary:
     ns = settings.nearline
     summary = NearlineSummary()
-    while not stop.is_set() and (max_polls is None or summary.polls < max_polls):
-        summary.polls += 1
+
+    def poll() -> list[int]:
         users = []
         for queued_model, user_id in client.take_misses(ns.max_batch):
             summary.queued += 1
@@ -101,6 +107,33 @@ def _poll(settings: Settings, client: BridgeClient, store: Store, ranker: Ranker
             summary.llm_calls += calls
             summary.ranked += done.written
             log.info(done.line())
+        return users
+
+    reconnecting = _reconnecting(stop)
+    while not stop.is_set() and (max_polls is None or summary.polls < max_polls):
+        summary.polls += 1
+        try:
+            users = reconnecting(poll)
+        except BridgeUnavailable:
+            if stop.is_set():  # stopped while waiting for the gateway
+                break
+            raise
+        if reconnecting.statistics.get("attempt_number", 1) > 1:
+            log.warning("nearline: the bridge answers again; reconnected")
         if not users:
             stop.wait(ns.poll_s)
     return summary
+
+
+def _reconnecting(stop: threading.Event) -> tenacity.Retrying:
+    """Retries a poll while the gateway is unavailable, waiting 0.5, 1, 2 ... up to RECONNECT_MAX_WAIT_S seconds,
+    until it answers or `stop` is set (the wait ends at once then); one warning line when an outage starts."""
+    def log_outage(state: tenacity.RetryCallState) -> None:
+        level = logging.WARNING if state.attempt_number == 1 else logging.INFO
+        log.log(level, "nearline: %s; retrying in %.1f s (backoff up to %.0f s)", state.outcome.exception(),
+                state.next_action.sleep, RECONNECT_MAX_WAIT_S)
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(BridgeUnavailable),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=RECONNECT_MAX_WAIT_S),
+        stop=tenacity.stop_when_event_set(stop), sleep=stop.wait, before_sleep=log_outage, reraise=True)

@@ -31,6 +31,11 @@ final class BridgeConfig {
             Arrays.asList("recent", "llm", "clickprompt", "popularity", "ease", "ease-recent", "sasrec"));
     static final int DEFAULT_REDIS_TIMEOUT_MS = 300;
     static final int DEFAULT_MAX_RECORD_BYTES = 1024 * 1024;
+    /**
+     * The owner-only folder under the home that holds the connect file (its token) and the host's log
+     * (the Python side, {@code schema.PRIVATE_SUBDIR}, names it the same).
+     */
+    static final String PRIVATE_DIR = "private";
 
     enum StoreKind { FILE, REDIS }
 
@@ -67,7 +72,9 @@ final class BridgeConfig {
         token = token(env);
         gatewayPort = intIn(env, "SPARROW_LLM_GATEWAY_PORT", 0, 0, 65535);
         String connect = value(env, "SPARROW_LLM_CONNECT_FILE");
-        connectFile = (connect == null ? home.resolve("gateway.json") : path(connect, userHome)).toAbsolutePath();
+        connectFile = (connect == null ? privateDir().resolve("gateway.json") : path(connect, userHome)).toAbsolutePath();
+        refuseInsideTheWebRoot("SPARROW_LLM_HOME", home);
+        refuseInsideTheWebRoot("SPARROW_LLM_CONNECT_FILE", connectFile);
         storeKind = storeKind(env);
         String dir = value(env, "SPARROW_LLM_STORE_DIR");
         storeDir = (dir == null ? home.resolve("store") : path(dir, userHome)).toAbsolutePath().normalize();
@@ -124,6 +131,11 @@ final class BridgeConfig {
     /** {@code SPARROW_LLM_HOME}: the plugin's own folder (connect file, default store). */
     Path home() {
         return home;
+    }
+
+    /** {@code <home>/private}: owner-only, the default folder of the connect file (and of the Python side's host log). */
+    Path privateDir() {
+        return home.resolve(PRIVATE_DIR);
     }
 
     /** The host's web root (absolute, normalized). */
@@ -227,6 +239,32 @@ final class BridgeConfig {
     /** Whether the launcher exits when its standard input reaches end of file (its parent is gone). */
     boolean exitOnStdinEof() {
         return exitOnStdinEof;
+    }
+
+    /**
+     * The host serves everything under its web root to anyone, following links: the plugin's home (its
+     * connect file holds the gateway token, its log the host's output) and the connect file must be elsewhere.
+     * Checked as written and with links resolved (as far as the path exists).
+     */
+    private void refuseInsideTheWebRoot(String variable, Path path) {
+        Path realWebRoot = resolved(webRoot);
+        if (path.startsWith(webRoot) || resolved(path).startsWith(realWebRoot)) {
+            throw new IllegalArgumentException(variable + " " + path + " is inside the host's web root " + webRoot
+                    + ", which the host serves to anyone (the connect file holds the gateway token): move it outside");
+        }
+    }
+
+    /** The path with the links of its longest existing prefix resolved (the rest appended as written). */
+    static Path resolved(Path path) {
+        Path absolute = path.toAbsolutePath().normalize();
+        for (Path prefix = absolute; prefix != null; prefix = prefix.getParent()) {
+            try {
+                return prefix.toRealPath().resolve(prefix.relativize(absolute));
+            } catch (IOException | SecurityException e) {
+                // not there (or not readable): try the folder above
+            }
+        }
+        return absolute;
     }
 
     private static String token(Map<String, String> env) {

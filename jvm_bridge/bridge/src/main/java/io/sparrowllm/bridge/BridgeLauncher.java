@@ -62,6 +62,9 @@ public final class BridgeLauncher {
 
     private static void run(BridgeConfig config, Path webRoot) throws Exception {
         warnAboutLegacyStore(config);
+        if (config.connectFile().startsWith(config.privateDir())) {
+            ConnectFile.makePrivate(config.privateDir());
+        }
         loadHostData(webRoot);
         MissQueue misses = new MissQueue(config.queueMax());
         RecordStore store = RecordStore.open(config);
@@ -175,9 +178,10 @@ public final class BridgeLauncher {
         context.setContextPath("/");
         context.setBaseResource(Resource.newResource(webRoot.toFile()));
         context.setWelcomeFiles(new String[]{"index.html"});
-        // The host's static files as the host serves them, but never the store (wherever it is) nor the old default folder.
+        // The host's static files as the host serves them, but never the store (wherever it is), the old default
+        // folder, the plugin's home (connect file, log) nor a connect file kept elsewhere, even through a link.
         context.addServlet(new ServletHolder("default", new HostStaticServlet(webRoot, config.storeDir(),
-                config.legacyStoreDir())), "/");
+                config.legacyStoreDir(), config.home(), config.connectFile())), "/");
         context.addServlet(new ServletHolder(new MovieService()), "/getmovie");
         context.addServlet(new ServletHolder(new UserService()), "/getuser");
         context.addServlet(new ServletHolder(new SimilarMovieService()), "/getsimilarmovie");

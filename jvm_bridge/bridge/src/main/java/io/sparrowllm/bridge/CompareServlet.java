@@ -17,7 +17,8 @@ import java.util.function.LongSupplier;
  * {@code /sparrow-llm/api/compare?id=N&size=K}: the read-only JSON behind the comparison page, the
  * host's list beside every plugin model's stored list for one user. Our own endpoint, so errors
  * are a status and a message, never the host's empty 200. The page is public: a message is one
- * of a few fixed texts and never carries a server path or anything read from the store.
+ * of a few fixed texts and never carries a server path or anything read from the store. A number
+ * that is not finite (a host movie's NaN average rating) is written as null, which the page can parse.
  */
 final class CompareServlet extends HttpServlet {
     private static final int DEFAULT_SIZE = 12;
@@ -48,7 +49,7 @@ final class CompareServlet extends HttpServlet {
         } else {
             String body;
             try {
-                body = compare(userId, size).toString();
+                body = Json.answer(compare(userId, size));
             } catch (RuntimeException | StackOverflowError e) {
                 Log.warn("compare page failed for user " + userId + ": " + e.getClass().getName()
                         + (e.getMessage() == null ? "" : ": " + e.getMessage()));

@@ -12,11 +12,32 @@ import java.nio.file.attribute.PosixFileAttributeView;
 import java.nio.file.attribute.PosixFilePermissions;
 
 /**
- * The file that tells the Python client where the gateway listens and its token: owner-only and
- * replaced atomically, so a client never reads half a file and no other user reads the token.
+ * The file that tells the Python client where the gateway listens and its token: owner-only, in a
+ * folder created owner-only, and replaced atomically, so a client never reads half a file and no
+ * other user reads the token.
  */
 final class ConnectFile {
+    private static final String OWNER_ONLY_FOLDER = "rwx------";
+
     private ConnectFile() {
+    }
+
+    /** Creates {@code dir} (and any missing folder above it) owner-only, and makes an existing one owner-only. */
+    static void makePrivate(Path dir) throws IOException {
+        if (!Files.isDirectory(dir)) {
+            createPrivateDirectories(dir);
+        }
+        if (Files.getFileStore(dir).supportsFileAttributeView(PosixFileAttributeView.class)) {
+            Files.setPosixFilePermissions(dir, PosixFilePermissions.fromString(OWNER_ONLY_FOLDER));
+        }
+    }
+
+    private static void createPrivateDirectories(Path dir) throws IOException {
+        try {
+            Files.createDirectories(dir, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString(OWNER_ONLY_FOLDER)));
+        } catch (UnsupportedOperationException noPosix) {
+            Files.createDirectories(dir);
+        }
     }
 
     static void write(Path file, String gatewayHost, int gatewayPort, String token, int httpPort) throws IOException {
@@ -27,7 +48,9 @@ final class ConnectFile {
         json.put("httpPort", httpPort);
         json.put("pid", pid());
         Path dir = file.getParent();
-        Files.createDirectories(dir);
+        if (!Files.isDirectory(dir)) {
+            createPrivateDirectories(dir);
+        }
         Path temp = Files.createTempFile(dir, "." + file.getFileName(), ".tmp");
         try {
             if (Files.getFileStore(dir).supportsFileAttributeView(PosixFileAttributeView.class)) {

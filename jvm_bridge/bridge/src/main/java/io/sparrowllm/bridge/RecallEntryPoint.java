@@ -34,7 +34,8 @@ import java.util.stream.Collectors;
  * The Py4J entry point: every method builds its whole answer in Java and returns one JSON string,
  * so Python never makes a call per element. Bad arguments raise IllegalArgumentException, which
  * py4j hands to Python with its message. Answers are streamed with Jackson's generator, each movie
- * as JSON written once and reused: an 800-movie answer is then mostly a string copy.
+ * as JSON written once and reused: an 800-movie answer is then mostly a string copy. A number that
+ * is not finite (a NaN rating, a NaN average) is written as null ({@link Json#ANSWERS}).
  */
 public final class RecallEntryPoint {
     private static final Properties VERSIONS = versions();
@@ -67,7 +68,7 @@ public final class RecallEntryPoint {
         new TreeSet<>(VERSIONS.stringPropertyNames()).forEach(name -> info.put(name, VERSIONS.getProperty(name)));
         info.put("movies", allMovies().size());
         info.put("users", knownUserIds().size());
-        return info.toString();
+        return Json.answer(info);
     }
 
     /**
@@ -78,7 +79,7 @@ public final class RecallEntryPoint {
     public String userIds() {
         ArrayNode ids = Json.MAPPER.createArrayNode();
         knownUserIds().forEach(ids::add);
-        return ids.toString();
+        return Json.answer(ids);
     }
 
     /** {@code {"userId", "known", "source", "movies": [movie...]}}; source is host, genre or embedding. */
@@ -181,7 +182,7 @@ public final class RecallEntryPoint {
         for (MissQueue.Miss miss : misses.take(max)) {
             taken.addObject().put("model", miss.model).put("userId", miss.userId);
         }
-        return taken.toString();
+        return Json.answer(taken);
     }
 
     /** Where candidates come from. */
@@ -304,7 +305,7 @@ public final class RecallEntryPoint {
 
     private static String write(Body body) {
         StringWriter out = new StringWriter(4096);
-        try (JsonGenerator json = Json.MAPPER.getFactory().createGenerator(out)) {
+        try (JsonGenerator json = Json.ANSWERS.getFactory().createGenerator(out)) {
             body.write(json);
         } catch (IOException e) {
             throw new UncheckedIOException(e);  // a StringWriter does not fail
@@ -359,8 +360,8 @@ public final class RecallEntryPoint {
 
         MovieJson(Movie movie) {
             this.movie = movie;
-            this.plain = movieRow(movie, false).toString();
-            this.withEmb = movieRow(movie, true).toString();
+            this.plain = Json.answer(movieRow(movie, false));
+            this.withEmb = Json.answer(movieRow(movie, true));
         }
 
         String text(boolean emb) {

@@ -35,7 +35,7 @@ public class BridgeConfigTest {
         assertEquals(6010, config.httpPort());
         assertEquals("t", config.token());
         assertEquals(0, config.gatewayPort());
-        assertEquals(Paths.get(System.getProperty("user.home"), ".sparrow-llm", "gateway.json").toAbsolutePath(),
+        assertEquals(Paths.get(System.getProperty("user.home"), ".sparrow-llm", "private", "gateway.json").toAbsolutePath(),
                 config.connectFile());
         assertEquals(BridgeConfig.StoreKind.FILE, config.storeKind());
         assertEquals(Paths.get(System.getProperty("user.home"), ".sparrow-llm").toAbsolutePath(), config.home());
@@ -122,15 +122,53 @@ public class BridgeConfigTest {
         BridgeConfig config = BridgeConfig.fromEnvironment(env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_HOME", "~/sllm"),
                 WEB_ROOT, "/home/u");
         assertEquals(Paths.get("/home/u/sllm"), config.home());
-        assertEquals(Paths.get("/home/u/sllm/gateway.json"), config.connectFile());
+        assertEquals(Paths.get("/home/u/sllm/private"), config.privateDir());
+        assertEquals(Paths.get("/home/u/sllm/private/gateway.json"), config.connectFile());
         assertEquals(Paths.get("/home/u/sllm/store"), config.storeDir());
         BridgeConfig unset = BridgeConfig.fromEnvironment(env("SPARROW_LLM_TOKEN", "t"), WEB_ROOT, "/home/u");
         assertEquals(Paths.get("/home/u/.sparrow-llm/store"), unset.storeDir());
-        assertEquals(Paths.get("/home/u/.sparrow-llm/gateway.json"), unset.connectFile());
+        assertEquals(Paths.get("/home/u/.sparrow-llm/private/gateway.json"), unset.connectFile());
         BridgeConfig explicit = BridgeConfig.fromEnvironment(env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_HOME", "/h",
                 "SPARROW_LLM_STORE_DIR", "~/data/../store", "SPARROW_LLM_CONNECT_FILE", "/run/gw.json"), WEB_ROOT, "/home/u");
         assertEquals(Paths.get("/home/u/store"), explicit.storeDir());
         assertEquals(Paths.get("/run/gw.json"), explicit.connectFile());
+    }
+
+    @Test
+    public void refusesAPluginHomeInsideTheWebRoot() {
+        assertEquals("SPARROW_LLM_HOME /srv/host/webroot/modeldata/llmhome is inside the host's web root /srv/host/webroot,"
+                        + " which the host serves to anyone (the connect file holds the gateway token): move it outside",
+                refusal(env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_HOME", "/srv/host/webroot/modeldata/llmhome")));
+        assertTrue(refusal(env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_HOME", "/srv/host/webroot"))
+                .startsWith("SPARROW_LLM_HOME /srv/host/webroot is inside the host's web root"));
+        assertTrue("even with the store elsewhere", refusal(env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_HOME",
+                "/srv/host/webroot/x/../llm", "SPARROW_LLM_STORE_DIR", "/var/store"))
+                .startsWith("SPARROW_LLM_HOME /srv/host/webroot/llm is inside the host's web root"));
+        assertTrue(refusal(env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_HOME", "/h",
+                "SPARROW_LLM_CONNECT_FILE", "/srv/host/webroot/gw.json"))
+                .startsWith("SPARROW_LLM_CONNECT_FILE /srv/host/webroot/gw.json is inside the host's web root"));
+        // A home beside the web root, or one that holds it (the stand-in's composed web root), is fine.
+        assertEquals(Paths.get("/srv/host/llm"), BridgeConfig.fromEnvironment(
+                env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_HOME", "/srv/host/llm"), WEB_ROOT).home());
+        assertEquals(Paths.get("/srv"), BridgeConfig.fromEnvironment(
+                env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_HOME", "/srv"), WEB_ROOT).home());
+    }
+
+    @Test
+    public void refusesAPluginHomeThatALinkPutsInsideTheWebRoot() throws Exception {
+        Path root = Fixture.tempDir("linked").toRealPath();
+        Path webRoot = Files.createDirectories(root.resolve("webroot"));
+        Files.createDirectories(webRoot.resolve("modeldata/llmhome"));
+        Path link = Files.createSymbolicLink(root.resolve("home-link"), webRoot.resolve("modeldata"));
+        try {
+            BridgeConfig.fromEnvironment(env("SPARROW_LLM_TOKEN", "t", "SPARROW_LLM_HOME", link.resolve("llmhome").toString()),
+                    webRoot);
+            fail("a home reached through a link into the web root was accepted");
+        } catch (IllegalArgumentException e) {
+            assertEquals("SPARROW_LLM_HOME " + link.resolve("llmhome") + " is inside the host's web root " + webRoot
+                    + ", which the host serves to anyone (the connect file holds the gateway token): move it outside",
+                    e.getMessage());
+        }
     }
 
     @Test

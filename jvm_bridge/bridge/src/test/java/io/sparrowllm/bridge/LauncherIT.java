@@ -212,6 +212,19 @@ public class LauncherIT {
         assertFalse(Files.exists(work.resolve("never.json")));
     }
 
+    @Test
+    public void refusesAPluginHomeInsideTheWebRootWithOneLine() throws Exception {
+        Path inside = Fixture.webRoot().resolve("modeldata/llmhome");
+        Process refused = launch("home-in-webroot", "SPARROW_LLM_TOKEN", TOKEN, "SPARROW_LLM_HOME", inside.toString());
+        assertTrue(refused.waitFor(60, TimeUnit.SECONDS));
+        assertEquals(2, refused.exitValue());
+        List<String> stderr = Files.readAllLines(work.resolve("home-in-webroot.stderr"), StandardCharsets.UTF_8);
+        assertEquals(Arrays.asList("sparrow-llm: SPARROW_LLM_HOME " + inside + " is inside the host's web root "
+                + Fixture.webRoot() + ", which the host serves to anyone (the connect file holds the gateway token):"
+                + " move it outside"), stderr);
+        assertFalse("nothing written there", Files.exists(inside));
+    }
+
     /** One py4j conversation on a raw socket, as the Python client has it: authenticate, then call entry_point.info(). */
     private static List<String> talk(String token) throws IOException {
         try (Socket socket = new Socket("127.0.0.1", connect.get("port").asInt())) {
