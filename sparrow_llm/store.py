@@ -1,7 +1,10 @@
 """The store the host's rerank stage reads: ranked lists, user profiles and the LLM answer cache.
 
-Two backends keep the same JSON records (docs/bridge-contract.md): files under the host's web
-root (the default; atomic temp file + rename) and Redis (production; one MULTI/EXEC per batch).
+Two backends keep the same JSON records (docs/bridge-contract.md): files (the default; atomic temp file +
+rename) under the plugin's own folder, `Settings.store_dir`: SPARROW_LLM_STORE_DIR, else
+`$SPARROW_LLM_HOME/store` (`~/.sparrow-llm/store`), never under the host's web root, which the host serves
+to anyone and its build deletes (`adopt_legacy_store` moves records from the old default there); and Redis
+(production; one MULTI/EXEC per batch).
 """
 from __future__ import annotations
 
