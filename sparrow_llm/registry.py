@@ -26,6 +26,9 @@ RANKERS: dict[str, str] = {
     "ease": "sparrow_llm.rankers.retrieval.ranker:ease_ranker",
     "ease-recent": "sparrow_llm.rankers.retrieval.ranker:ease_recent_ranker",
     "sasrec": "sparrow_llm.rankers.retrieval.ranker:sasrec_ranker",
+    # The learned stage (LightGBM LambdaRank over the base's top K), without and with the LLM's features.
+    "ltr": "sparrow_llm.rankers.ltr.ranker:ltr_ranker",
+    "llm-ltr": "sparrow_llm.rankers.ltr.ranker:llm_ltr_ranker",
 }
 
 # model name -> "module:function"; function(settings, progress) -> one summary line. The offline work
@@ -38,6 +41,8 @@ PREPARE_STEPS: dict[str, str] = {
     "ease": "sparrow_llm.rankers.retrieval.checkpoint:prepare_ease",
     "ease-recent": "sparrow_llm.rankers.retrieval.checkpoint:prepare_ease_recent",
     "sasrec": "sparrow_llm.rankers.retrieval.checkpoint:prepare_sasrec",
+    "ltr": "sparrow_llm.rankers.ltr.train:prepare_ltr",
+    "llm-ltr": "sparrow_llm.rankers.ltr.train:prepare_llm_ltr",
 }
 
 
