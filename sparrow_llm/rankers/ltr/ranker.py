@@ -22,7 +22,7 @@ from ..fusion import fuse, window_base_scores
 from ..palr.samples import item_vectors
 from .features import RETRIEVAL_MODELS, USER_FEATURES, FeatureSources, Query, features
 from .knowledge import knowledge_dir, load_knowledge
-from .samples import load_scorers
+from .samples import LtrOptions, load_scorers
 from .train import MODEL_FILE, LtrConfig, read_config, train_model
 
 __all__ = ["LtrRanker", "from_settings", "ltr_ranker", "llm_ltr_ranker", "reason"]
@@ -107,12 +107,12 @@ class LtrRanker(BaseRanker):
 
 
 def from_settings(settings: Settings, store: Store | None = None, base: Ranker | None = None, *,
-                  llm: bool) -> LtrRanker:
+                  llm: bool, options: LtrOptions | None = None) -> LtrRanker:
     """The registry's factory: the data folder's model (trained now when missing) and what its features read.
     The store is not used; `base` (the composed base) is the pipeline's, the model reranks `settings.base`."""
     import lightgbm as lgb
 
-    directory, _ = train_model(settings, llm=llm, progress=False)
+    directory, _ = train_model(settings, llm=llm, options=options, progress=False)
     config = read_config(directory)
     if config.data_key != data_key(settings.host.data_webroot) or config.base != settings.base:
         raise ConfigError(f"{directory} was trained for another data folder or base than the settings'")
