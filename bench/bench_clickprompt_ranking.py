@@ -45,7 +45,7 @@ from common import host_movies
 from sparrow_llm.config import Settings, StoreSettings
 from sparrow_llm.datafolder import MIN_HISTORY, leave_last_out, read_data_folder
 from sparrow_llm.domain import UserContext, UserRating, served_order
-from sparrow_llm.evaluation.metrics import coverage, hit_rate, ndcg
+from sparrow_llm.metrics import coverage, hit_rate, ndcg
 from sparrow_llm.evaluation.protocol import TOP_N
 from sparrow_llm.pipeline.rerank import RerankSummary, rank_contexts
 from sparrow_llm.rankers.base import Ranker

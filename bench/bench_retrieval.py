@@ -25,7 +25,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sparrow_llm.evaluation.metrics import bootstrap_mean  # noqa: E402
+from sparrow_llm.metrics import bootstrap_mean  # noqa: E402
 
 DEFAULT_RANKERS = "host-emb,popularity,ease,ease-recent,sasrec"
 HOST_EMB = "host-emb (filtered)"

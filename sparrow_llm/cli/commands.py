@@ -120,25 +120,25 @@ def retrieval(args, settings: Settings) -> int:
 
 def cp_score(args, settings: Settings) -> int:
     from ..pipeline.rerank import run_rerank
-    from ..rankers.clickprompt.checkpoint import serving_checkpoint
-    from ..rankers.clickprompt.ranker import ClickPromptRanker
+    from ..registry import make_ranker
 
-    ranker = ClickPromptRanker(serving_checkpoint(settings, args.checkpoint), use_plm=args.use_plm,
-                               max_candidates=args.max_candidates)
+    ranker = make_ranker("clickprompt", settings, None, checkpoint=args.checkpoint, use_plm=args.use_plm,
+                         max_candidates=args.max_candidates)
     summary = run_rerank(settings, ranker.name, users=args.users, sample=args.sample, ranker=ranker,
                          progress=not args.no_progress)
     return _finish(summary)
 
 
 def llm(args, settings: Settings) -> int:
-    from ..pipeline.llm_tuning import run_calibrate, run_finetune
+    from ..rankers.palr.tuning import run_calibrate, run_finetune
+    from ..registry import make_base
 
     if args.action == "calibrate":
-        print(run_calibrate(settings, progress=not args.no_progress, master=args.master))
+        print(run_calibrate(settings, make_base, progress=not args.no_progress, master=args.master))
         return 0
     flags = {k: getattr(args, k) for k in ("max_minutes", "max_steps", "batch_size", "eval_every", "lr")}
-    print(run_finetune(settings, {k: v for k, v in flags.items() if v is not None}, progress=not args.no_progress,
-                       master=args.master))
+    print(run_finetune(settings, make_base, {k: v for k, v in flags.items() if v is not None},
+                       progress=not args.no_progress, master=args.master))
     return 0
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import schema
 from ..meter import Cost
-from .metrics import METRICS, Interval, bootstrap_mean, coverage, long_tail_share, rank_of
+from ..metrics import METRICS, Interval, bootstrap_difference, bootstrap_mean, coverage, long_tail_share, rank_of
 from .protocol import TOP_N
 
 __all__ = ["Scores", "Arm", "Variant", "score_lists", "score_variant", "write_report", "plot", "write_per_user",
@@ -99,7 +99,7 @@ def score_variant(variant: Variant, popularity: Mapping[int, int], catalogue_siz
         label = other.label if isinstance(other, Arm) else other
         if label is None or label == arm.label or label not in values:
             return None
-        return bootstrap_mean(values[arm.label] - values[label], seed=seed)
+        return bootstrap_difference(values[arm.label], values[label], seed=seed)
 
     for arm in variant.arms:
         tops = [arm.lists[u][:TOP_N] for u in users]

@@ -68,14 +68,15 @@ from ..bridge.client import BridgeClient
 from ..bridge.host import HostProcess
 from ..candidates import select_users
 from ..config import ConfigError, Settings, StoreSettings
+from ..domain import MovieMeta
 from ..meter import measure
+from ..metrics import bootstrap_mean
 from ..pipeline.rerank import run_rerank
 from ..rankers.base import Ranker
-from ..registry import PREPARE_STEPS, make_ranker, prepare_model, ranker_names
+from ..registry import PREPARE_STEPS, base_of, make_ranker, prepare_model, ranker_names
 from ..schema import HOST_CANDIDATES
 from ..store import Store, open_default_store, open_store
 from .datacopy import build_movielens_webroot, write_eval_copy
-from .metrics import bootstrap_mean
 from .protocol import MIN_HISTORY, EvalError, EvalUser, Holdout, without
 from .report import AS_IS, FILTERED, Arm, Variant, plot, score_variant, write_per_user, write_report
 from .sampled import sampled_variant
@@ -168,13 +169,37 @@ def _plugin_arm(name: str, settings: Settings, client: BridgeClient, store: Stor
         prepare_model(name, settings, progress=progress)
     prepared = name in PREPARE_STEPS
     ranker = make_ranker(name, settings, store)
-    summary = run_rerank(settings, name, users=[u.user_id for u in users], client=client, store=store,
-                         ranker=ranker, progress=progress)
+    try:
+        summary = run_rerank(settings, name, users=[u.user_id for u in users], client=client, store=store,
+                             ranker=ranker, progress=progress)
+    except BaseException:
+        ranker.close()
+        raise
     served, serve_s, from_store = served_lists(base_url, name, users, progress)
     lists = {u.user_id: without(served[u.user_id], u.rated_ids) for u in users}
     return Arm(name, ranker.backend, lists, rank_s=summary.wall_s, prep_s=prep.seconds if prepared else None,
                prep_memory=prep if prepared else None, serve_s=serve_s, counters=dict(summary.counters),
-               from_store=from_store, summary=summary.line(), base=ranker.base), ranker
+               from_store=from_store, summary=summary.line(), base=base_of(name, settings)), ranker
+
+
+def _variants(users: Sequence[EvalUser], arms: list[Arm], plugin_arms: Sequence[Arm], source_ratings: pd.DataFrame,
+              catalogue: Mapping[int, MovieMeta], host_lists: Mapping[str, dict[int, list[int]]],
+              rankers: Sequence[Ranker], store: Store, work: Path, options: EvalOptions, seed: int,
+              batch: int) -> list[Variant]:
+    """The main table (host candidates, lists as served) and, with negatives, the sampled-negatives table
+    (`plugin_arms`: the main table's arms of `rankers`, in their order)."""
+    recalled = [u.holdout.movie_id in u.candidate_ids for u in users]
+    main = Variant(
+        "host", "Host candidates (what users would see)",
+        f"Recall-stage hit rate (the hidden movie among the host's {max(len(u.candidate_ids) for u in users)} "
+        f"candidates): {bootstrap_mean(recalled, seed=seed)}. Lists are read from /getrecforyou.",
+        {u.user_id: u.holdout.movie_id for u in users}, arms)
+    if not options.negatives:
+        return [main]
+    # Its own store: the sampled lists must not replace the records the stage served above.
+    sampled_store = open_store(StoreSettings(kind="file", dir=work / "store-sampled"))
+    return [main, sampled_variant(users, source_ratings, catalogue, host_lists, rankers, plugin_arms, store,
+                                  sampled_store, options.negatives, seed, batch, options.progress)]
 
 
 def run_eval(settings: Settings, options: EvalOptions = EvalOptions()) -> EvalResult:
@@ -217,27 +242,22 @@ def run_eval(settings: Settings, options: EvalOptions = EvalOptions()) -> EvalRe
         for name in (n for n in names if n in HOST_MODELS):
             host_lists[name], timing[name], _ = served_lists(host.base_url, HOST_MODELS[name], users, options.progress)
         arms = _host_arms(host_lists, users, timing)
-        rankers = []
-        ranker_settings = _ranker_settings(copy_settings)
-        for name in plugins:  # grows while it runs: a reranker's base joins it, for the gain over the base
-            arm, ranker = _plugin_arm(name, ranker_settings, client, store, host.base_url, users, options.progress)
-            arms.append(arm)
-            rankers.append(ranker)
-            if ranker.base is not None and ranker.base not in plugins:
-                plugins.append(ranker.base)
-        recalled = [u.holdout.movie_id in u.candidate_ids for u in users]
-        main = Variant(
-            "host", "Host candidates (what users would see)",
-            f"Recall-stage hit rate (the hidden movie among the host's {max(len(u.candidate_ids) for u in users)} "
-            f"candidates): {bootstrap_mean(recalled, seed=settings.seed)}. Lists are read from /getrecforyou.",
-            {u.user_id: u.holdout.movie_id for u in users}, arms)
-        variants = [main]
-        if options.negatives:
-            # Its own store: the sampled lists must not replace the records the stage served above.
-            sampled_store = open_store(StoreSettings(kind="file", dir=work / "store-sampled"))
-            variants.append(sampled_variant(users, source_ratings, catalogue, host_lists, rankers, store,
-                                            sampled_store, options.negatives, settings.seed, batch,
-                                            options.progress))
+        rankers: list[Ranker] = []
+        plugin_arms: list[Arm] = []
+        try:
+            for name in plugins:  # grows while it runs: a reranker's base joins it, for the gain over the base
+                arm, ranker = _plugin_arm(name, _ranker_settings(copy_settings), client, store, host.base_url, users,
+                                          options.progress)
+                plugin_arms.append(arm)
+                rankers.append(ranker)
+                if arm.base is not None and arm.base not in plugins:
+                    plugins.append(arm.base)
+            arms += plugin_arms
+            variants = _variants(users, arms, plugin_arms, source_ratings, catalogue, host_lists, rankers, store, work, options,
+                                 settings.seed, batch)
+        finally:
+            for ranker in rankers:
+                ranker.close()
     wall_s = time.perf_counter() - started
     popularity = {m: meta.rating_number for m, meta in catalogue.items()}
     facts = {
@@ -249,7 +269,7 @@ def run_eval(settings: Settings, options: EvalOptions = EvalOptions()) -> EvalRe
                     else ""),
         "ratings": f"{len(source_ratings)} in the source, {len(reduced)} in the copy",
         "seed": str(settings.seed),
-        "llm backend": ranker_settings.llm.backend,
+        "llm backend": _ranker_settings(copy_settings).llm.backend,
         "wall time": f"{wall_s:.1f} s",
     }
     for variant in variants:

@@ -31,9 +31,9 @@ def _sampled_candidates(user: EvalUser, never_rated: np.ndarray, negatives: int,
     return served_order((m for m in user.candidate_ids if m in pool), mixed)
 
 
-def _rank_sampled(ranker: Ranker, base: Ranker | None, contexts: Sequence[UserContext], store: Store, batch: int,
+def _rank_sampled(ranker: Ranker, contexts: Sequence[UserContext], store: Store, batch: int,
                   progress: bool) -> tuple[dict[int, list[int]], RerankSummary]:
-    """Rank as `run_rerank` does (records into `store`, failures counted, a reranker on its base's top K),
+    """Rank as `run_rerank` does (records into `store`, failures counted, a composed reranker on its base's top K),
     then read each record back, keep its candidates (a catalogue ranker's record holds other movies too) and
     fill it up with the rest of the candidates, as the stage fills a record with the host's order."""
     summary = RerankSummary(model=ranker.name)
@@ -41,7 +41,7 @@ def _rank_sampled(ranker: Ranker, base: Ranker | None, contexts: Sequence[UserCo
     with progress_bar(total=len(contexts), desc=f"rank {ranker.name} (sampled)", unit="user", enabled=progress) as bar:
         for start in range(0, len(contexts), batch):
             chunk = list(contexts[start:start + batch])
-            rank_contexts(ranker, chunk, store, summary, base=base)
+            rank_contexts(ranker, chunk, store, summary)
             summary.users += len(chunk)
             bar.update(len(chunk))
     summary.wall_s = time.perf_counter() - started
@@ -55,7 +55,8 @@ def _rank_sampled(ranker: Ranker, base: Ranker | None, contexts: Sequence[UserCo
 
 
 def sampled_variant(users: Sequence[EvalUser], source_ratings: pd.DataFrame, catalogue: Mapping[int, MovieMeta],
-                    host_lists: Mapping[str, dict[int, list[int]]], rankers: Sequence[Ranker], store: Store,
+                    host_lists: Mapping[str, dict[int, list[int]]], rankers: Sequence[Ranker],
+                    plugin_arms: Sequence[Arm], store: Store,
                     sampled_store: Store, negatives: int, seed: int, batch: int,
                     progress: bool) -> Variant:
     rated_ever = source_ratings.groupby(schema.COL_USER)[schema.COL_MOVIE].agg(set)
@@ -67,14 +68,12 @@ def sampled_variant(users: Sequence[EvalUser], source_ratings: pd.DataFrame, cat
     arms = [Arm(name, "host", {u: served_order((m for m in served[u] if m in pools[u]), candidates[u])
                                for u in candidates})
             for name, served in host_lists.items()]
-    built = {r.name: r for r in rankers}  # a reranker's base is among them (`run_eval` adds it): not loaded again
-    for ranker in rankers:
+    for ranker, arm in zip(rankers, plugin_arms):
         contexts = [UserContext(u.user_id, u.ratings, tuple(candidates[u.user_id]), catalogue,
                                 store.get_profile(u.user_id)) for u in kept]
-        lists, summary = _rank_sampled(ranker, built.get(ranker.base) if ranker.base else None, contexts, sampled_store, batch,
-                                       progress)
+        lists, summary = _rank_sampled(ranker, contexts, sampled_store, batch, progress)
         arms.append(Arm(ranker.name, ranker.backend, lists, rank_s=summary.wall_s, counters=dict(summary.counters),
-                        summary=summary.line(), base=ranker.base))
+                        summary=summary.line(), base=arm.base))
     left_out = len(users) - len(kept)
     return Variant(
         "sampled", f"Sampled negatives (hidden + {negatives}, PALR/LlamaRec protocol)",

@@ -20,7 +20,7 @@ from ..limits import TokenBucket
 from ..rankers.base import Ranker
 from ..registry import make_ranker
 from ..store import Store
-from .rerank import base_ranker, run_rerank
+from .rerank import run_rerank
 
 __all__ = ["CallBudget", "NearlineSummary", "run_nearline", "CALLS_PER_USER"]
 
@@ -65,10 +65,19 @@ def run_nearline(settings: Settings, *, client: BridgeClient, store: Store, mode
                  stop: threading.Event | None = None, max_polls: int | None = None) -> NearlineSummary:
     """Poll the miss queue and rerank within the budget until `stop` is set (or `max_polls` polls)."""
     ns = settings.nearline
-    ranker = ranker or make_ranker(model, settings, store)
-    base = base_ranker(ranker, settings, store)  # once: a retrieval base loads its whole model
-    budget = budget or CallBudget(ns.calls_per_hour, ns.burst_calls)
-    stop = stop or threading.Event()
+    own = ranker is None
+    ranker = ranker or make_ranker(model, settings, store)  # once: a retrieval base loads its whole model
+    try:
+        return _poll(settings, client, store, ranker, budget or CallBudget(ns.calls_per_hour, ns.burst_calls),
+                     stop or threading.Event(), max_polls)
+    finally:
+        if own:
+            ranker.close()
+
+
+def _poll(settings: Settings, client: BridgeClient, store: Store, ranker: Ranker, budget: CallBudget,
+          stop: threading.Event, max_polls: int | None) -> NearlineSummary:
+    ns = settings.nearline
     summary = NearlineSummary()
     while not stop.is_set() and (max_polls is None or summary.polls < max_polls):
         summary.polls += 1
@@ -86,7 +95,7 @@ def run_nearline(settings: Settings, *, client: BridgeClient, store: Store, mode
             log.info("nearline budget spent: %d users keep the host's order", len(dropped))
         if now:
             done = run_rerank(settings, ranker.name, users=now, client=client, store=store, ranker=ranker,
-                              base=base, progress=False)
+                              progress=False)
             calls = done.counters.get("llm_calls", 0)
             budget.charge(calls)
             summary.llm_calls += calls

@@ -3,21 +3,21 @@ from __future__ import annotations
 
 import logging
 import time
-import dataclasses
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..bridge.client import BridgeClient
-from ..candidates import bridge_client, fetch_contexts, user_batches
+from ..candidates import bridge_client, fetch_contexts, loaded_catalogue, user_batches
 from ..config import Settings
-from ..domain import Ranking, Record, UserContext
+from ..domain import Record, UserContext
 from ..progress import progress_bar
 from ..rankers.base import Ranker
 from ..registry import make_ranker
-from ..schema import PARSE_FALLBACK
+from ..schema import PARSE_FALLBACK, SOURCE_CATALOGUE
 from ..store import Store, StoreError, open_default_store
 
-__all__ = ["RerankSummary", "run_rerank", "rank_contexts", "base_ranker"]
+__all__ = ["RerankSummary", "run_rerank", "rank_contexts"]
 
 log = logging.getLogger(__name__)
 
@@ -84,60 +84,49 @@ class RerankSummary:
 
 def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = None,
                sample: int | None = None, client: BridgeClient | None = None,
-               store: Store | None = None, ranker: Ranker | None = None, base: Ranker | None = None,
-               progress: bool = True) -> RerankSummary:
+               store: Store | None = None, ranker: Ranker | None = None, progress: bool = True) -> RerankSummary:
     """Candidates from the host's recall layer -> ranker -> store, in bulk batches of users. A caller that ranks
-    again and again (the nearline worker) passes its `ranker` and `base` once built."""
+    again and again (the nearline worker, the eval) passes its `ranker` once built (`registry.make_ranker`) and
+    closes it; one built here is closed here."""
     store = store or open_default_store(settings)
-    ranker = ranker or make_ranker(model, settings, store)
-    base = base or base_ranker(ranker, settings, store)
-    summary = RerankSummary(model=ranker.name)
+    summary = RerankSummary(model=model)
     started = time.perf_counter()
-    try:
-        with bridge_client(settings, client) as client:
+    with ExitStack() as stack:
+        if ranker is None:
+            ranker = make_ranker(model, settings, store)
+            stack.callback(ranker.close)
+        summary.model = ranker.name
+        try:
+            client = stack.enter_context(bridge_client(settings, client))
             batches = user_batches(client, settings, users, sample)
-            with progress_bar(total=sum(map(len, batches)), desc=f"rerank {ranker.name}", unit="user",
-                              enabled=progress) as bar:
-                for user_batch in batches:
-                    contexts, unknown = fetch_contexts(client, store, user_batch, source=ranker.candidate_source,
-                                                    with_emb=ranker.needs_emb)
-                    summary.skipped += unknown
-                    rank_contexts(ranker, contexts, store, summary, keep_fresh_s=settings.store.max_age_s, base=base)
-                    summary.users += len(user_batch)
-                    bar.update(len(user_batch))
-    finally:
-        summary.wall_s = time.perf_counter() - started
+            catalogue = (loaded_catalogue(client, settings, ranker.needs_emb)
+                         if ranker.candidate_source == SOURCE_CATALOGUE else None)
+            bar = stack.enter_context(progress_bar(total=sum(map(len, batches)), desc=f"rerank {ranker.name}",
+                                                   unit="user", enabled=progress))
+            for user_batch in batches:
+                contexts, unknown = fetch_contexts(client, store, user_batch, source=ranker.candidate_source,
+                                                   with_emb=ranker.needs_emb, catalogue=catalogue)
+                summary.skipped += unknown
+                rank_contexts(ranker, contexts, store, summary, keep_fresh_s=settings.store.max_age_s)
+                summary.users += len(user_batch)
+                bar.update(len(user_batch))
+        finally:
+            summary.wall_s = time.perf_counter() - started
     return summary
 
 
-def base_ranker(ranker: Ranker, settings: Settings, store: Store | None) -> Ranker | None:
-    """The registered ranker whose top `ranker.base_k` `ranker` reranks; None when it reranks the host's candidates."""
-    return None if ranker.base is None else make_ranker(ranker.base, settings, store)
-
-
 def rank_contexts(ranker: Ranker, contexts: list[UserContext], store: Store, summary: RerankSummary, *,
-                  keep_fresh_s: int = 0, base: Ranker | None = None) -> None:
+                  keep_fresh_s: int = 0) -> None:
     """Ranks one batch of users, writes their records in one store call, and counts them into `summary`
     (all but `users`, which the caller counts as it picks users). A fallback ranking (the host's order)
-    never replaces a good record younger than `keep_fresh_s` (0: always written).
-
-    With `base` (`base_ranker(ranker, ...)`), the base ranks the batch first: a user it ranks gets as
-    candidates its top `ranker.base_k` of their candidates (the movies the bridge described, which the
-    reranker can read and the stage serve), with its scores as `base_scores`, and the record is the reranked
-    list followed by the rest of the base's ranking. Users the base cannot rank keep the host's candidates."""
-    bases = _base_rankings(base, contexts)
-    on_base = [None if b is None else _on_base(ctx, b, ranker.base_k) for ctx, b in zip(contexts, bases)]
-    bases = [None if ctx is None else b for ctx, b in zip(on_base, bases)]
-    contexts = [ctx or host for ctx, host in zip(on_base, contexts)]
+    never replaces a good record younger than `keep_fresh_s` (0: always written)."""
     records = []
-    for ctx, ranking, base_ranking in zip(contexts, _rank_batch(ranker, contexts, summary), bases):
+    for ctx, ranking in zip(contexts, _rank_batch(ranker, contexts, summary)):
         if ranking is _FAILED:
             continue
         if ranking is None or not ranking.items:
             summary.skipped += 1
             continue
-        if base_ranking is not None:
-            ranking = _then_base(ranking, base_ranking, base.name)
         summary.count(ranking.meta)
         if ranking.is_fallback and _good_record_is_fresh(store, ranker.name, ctx.user_id, keep_fresh_s):
             summary.kept += 1
@@ -157,35 +146,6 @@ def _good_record_is_fresh(store: Store, model: str, user_id: int, max_age_s: int
     if old is None or old.meta.get("parse") == PARSE_FALLBACK:
         return False
     return 0 <= time.time() * 1000 - old.created_at_ms < max_age_s * 1000
-
-
-def _base_rankings(base: Ranker | None, contexts: list[UserContext]) -> list[Ranking | None]:
-    if base is None:
-        return [None] * len(contexts)
-    try:
-        rankings = base.rank_many(contexts)
-    except Exception:
-        # The reranker still ranks these users, on the host's candidates.
-        log.exception("base %s failed on users %s", base.name, [c.user_id for c in contexts])
-        return [None] * len(contexts)
-    return [r if r is not None and r.items else None for r in rankings]
-
-
-def _on_base(ctx: UserContext, base: Ranking, k: int) -> UserContext | None:
-    """The context with the base's top k of its candidates; None when the base ranked none of them."""
-    candidates = set(ctx.candidate_ids)
-    top = [item for item in base.items if item.movie_id in candidates][:k]
-    if not top:
-        return None
-    return dataclasses.replace(ctx, candidate_ids=tuple(i.movie_id for i in top),
-                               base_scores={i.movie_id: i.score for i in top})
-
-
-def _then_base(reranked: Ranking, base: Ranking, base_name: str) -> Ranking:
-    """The reranked list, then the base's ranking of everything else (scores and reasons as the base gave them)."""
-    seen = {item.movie_id for item in reranked.items}
-    rest = tuple(item for item in base.items if item.movie_id not in seen)
-    return Ranking(reranked.items + rest, {**reranked.meta, "base": base_name, "reranked": len(reranked.items)})
 
 
 def _rank_batch(ranker: Ranker, contexts: list[UserContext], summary: RerankSummary):

@@ -1,8 +1,11 @@
 """`sparrow-llm rerank --spark` (`run_rerank_spark`): `rerank.run_rerank` for many users. The driver fetches
 candidates and histories through the bridge in bulk batches and attaches stored profiles (the gateway
-is the driver's), broadcasts the union of the batches' movies and parallelises the contexts; each
-partition builds its ranker once, ranks with `rank_many` in batches and writes the records itself, and
-its `RerankSummary` is merged into the driver's. Per user it runs exactly what `run_rerank` runs.
+is the driver's), broadcasts the union of the batches' movies (source `catalogue`: the loaded catalogue, which
+is then every context's candidates too) and parallelises the contexts; each partition builds its composed ranker
+(`registry.make_ranker`: the heavy parts, a retrieval model's arrays and the local LLM's weights, are loaded once
+per Python worker and shared), ranks with `rank_many` in batches, writes the records itself and closes the ranker
+(no backend thread or client outlives the partition); its `RerankSummary` is merged into the driver's. Per user
+it runs exactly what `run_rerank` runs.
 
 Users go in waves of `WAVE_USERS`, one Spark job each, the next wave fetched while the executors rank this
 one: the driver holds two waves' contexts at most (~50 KiB a user), whatever the deploy's size; all users
@@ -12,7 +15,6 @@ at once took 540 MiB at 10k users and would take ~5 GiB at 100k. Waves of 2048 s
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +27,12 @@ from pyspark.serializers import CloudPickleSerializer
 from pyspark.sql import SparkSession
 
 from ..bridge.client import BridgeClient
-from ..candidates import bridge_client, fetch_contexts, user_batches
+from ..candidates import bridge_client, fetch_contexts, loaded_catalogue, user_batches
 from ..config import Settings
 from ..domain import MovieMeta, UserContext
 from ..progress import progress_bar
-from ..rankers.base import Ranker
 from ..registry import make_ranker
+from ..schema import SOURCE_CATALOGUE
 from ..spark import session
 from ..store import Store, open_default_store
 from .rerank import RerankSummary, rank_contexts
@@ -40,27 +42,23 @@ __all__ = ["run_rerank_spark", "WAVE_USERS"]
 WAVE_USERS = 512
 
 
-@functools.lru_cache(maxsize=2)
-def _worker_base(name: str, settings: Settings) -> Ranker:
-    """The base ranker, once per Python worker: every wave runs a partition in each worker, and a retrieval
-    base loads its whole model. It is built without a store (a ranker's store is only its LLM cache), so one
-    serves every wave."""
-    return make_ranker(name, settings, None)
-
-
 def _rerank_partition(settings: Settings, model: str, store: Store | None, movies_bc: Broadcast,
                       contexts: Iterable[UserContext]) -> Iterator[RerankSummary]:
     """One partition of the rerank job, in an executor: its ranker once, then `run_rerank`'s batches."""
     store = store or open_default_store(settings)
-    ranker = make_ranker(model, settings, store)
-    base = None if ranker.base is None else _worker_base(ranker.base, settings)
     movies = movies_bc.value
-    summary = RerankSummary(model=ranker.name)
+    summary = RerankSummary(model=model)
     batch = max(1, settings.bridge.batch_users)
     try:
-        contexts = iter(contexts)
-        while chunk := [dataclasses.replace(c, movies=movies) for c in itertools.islice(contexts, batch)]:
-            rank_contexts(ranker, chunk, store, summary, keep_fresh_s=settings.store.max_age_s, base=base)
+        ranker = make_ranker(model, settings, store)
+        try:
+            catalogue = tuple(movies) if ranker.candidate_source == SOURCE_CATALOGUE else None
+            contexts = iter(contexts)
+            while chunk := [dataclasses.replace(c, movies=movies, candidate_ids=catalogue or c.candidate_ids)
+                            for c in itertools.islice(contexts, batch)]:
+                rank_contexts(ranker, chunk, store, summary, keep_fresh_s=settings.store.max_age_s)
+        finally:
+            ranker.close()
     finally:
         store.close()
     yield summary
@@ -88,6 +86,7 @@ def run_rerank_spark(settings: Settings, model: str, *, users: Sequence[int] | N
                              "pass store=None to have each partition open the configured store") from None
     # The driver's ranker only says what to fetch (candidate source, embeddings) and names the summary.
     ranker = make_ranker(model, settings, store)
+    ranker.close()
     summary = RerankSummary(model=ranker.name)
     started = time.perf_counter()
     try:
@@ -95,7 +94,9 @@ def run_rerank_spark(settings: Settings, model: str, *, users: Sequence[int] | N
             batches = user_batches(client, settings, users, sample)
             per_wave = max(1, WAVE_USERS // max(1, settings.bridge.batch_users))
             waves = [batches[i:i + per_wave] for i in range(0, len(batches), per_wave)]
-            fetch = partial(_fetch_wave, client, store, ranker.candidate_source, ranker.needs_emb)
+            catalogue = (loaded_catalogue(client, settings, ranker.needs_emb)
+                         if ranker.candidate_source == SOURCE_CATALOGUE else None)
+            fetch = partial(_fetch_wave, client, store, ranker.candidate_source, ranker.needs_emb, catalogue)
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerank-fetch"))
             bar = stack.enter_context(progress_bar(total=sum(map(len, batches)), desc=f"rerank {ranker.name}",
                                                    unit="user", enabled=progress))
@@ -118,18 +119,21 @@ def run_rerank_spark(settings: Settings, model: str, *, users: Sequence[int] | N
 
 
 def _fetch_wave(client: BridgeClient, store: Store, source: str, with_emb: bool,
+                catalogue: dict[int, MovieMeta] | None,
                 batches: Sequence[Sequence[int]]) -> tuple[list[UserContext], dict[int, MovieMeta], int]:
-    """The wave's contexts (without their movies), the union of their movies, and how many users were unknown.
-    The executors attach the union, which holds the same entry for each movie a user names (a user's batch
-    fetched all of those)."""
+    """The wave's contexts (without their movies, and without their candidates when those are the catalogue),
+    the union of their movies, and how many users were unknown. The executors attach the union, which holds the
+    same entry for each movie a user names (a user's batch fetched all of those)."""
     contexts: list[UserContext] = []
-    movies: dict[int, MovieMeta] = {}
+    movies: dict[int, MovieMeta] = dict(catalogue or {})
     unknown = 0
     for user_batch in batches:
-        found, missing = fetch_contexts(client, store, user_batch, source=source, with_emb=with_emb)
-        if found:
+        found, missing = fetch_contexts(client, store, user_batch, source=source, with_emb=with_emb,
+                                        catalogue=catalogue)
+        if found and catalogue is None:
             movies.update(found[0].movies)  # one dict per bulk call
-        contexts += [dataclasses.replace(c, movies={}) for c in found]
+        contexts += [dataclasses.replace(c, movies={}, candidate_ids=() if catalogue else c.candidate_ids)
+                     for c in found]
         unknown += missing
     return contexts, movies, unknown
 

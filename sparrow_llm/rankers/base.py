@@ -15,14 +15,16 @@ class Ranker(Protocol):
     backend: str
     version: str
     needs_emb: bool  # whether contexts must carry item2vec vectors
-    candidate_source: str
-    base: str | None  # the registered ranker whose top `base_k` it reranks; None: the host's candidates
-    base_k: int
+    candidate_source: str  # what the bridge recalls for it: "host" (the host's candidates) or "catalogue"
 
     def rank(self, ctx: UserContext) -> Ranking | None:
-        """None when there is nothing to rank on (the stage then serves the host's order)."""
+        """Ranks `ctx.candidate_ids` only; None when there is nothing to rank on (the stage then serves the
+        host's order)."""
 
     def rank_many(self, contexts: Sequence[UserContext]) -> list[Ranking | None]: ...
+
+    def close(self) -> None:
+        """Releases threads and clients; a later call may start them again."""
 
 
 class BaseRanker:
@@ -33,14 +35,15 @@ class BaseRanker:
     version: str
     needs_emb = False
     candidate_source = "host"  # what the bridge recalls for it
-    base: str | None = None  # a registered ranker's name: `pipeline.rerank.rank_contexts` composes the two
-    base_k = 20
 
     def rank(self, ctx: UserContext) -> Ranking | None:
         raise NotImplementedError
 
     def rank_many(self, contexts: Sequence[UserContext]) -> list[Ranking | None]:
         return [self.rank(ctx) for ctx in contexts]
+
+    def close(self) -> None:
+        """Nothing to release by default."""
 
 
 def unit_rows(m: np.ndarray) -> np.ndarray:

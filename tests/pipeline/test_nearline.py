@@ -56,11 +56,11 @@ def test_a_flood_of_page_requests_cannot_buy_more_calls_than_the_budget(host, ll
     for user in users[:50]:  # and repeats, which the stage's queue deduplicates
         get(host, f"/getrecforyou?id={user}&size=5&model=llm")
     budget_calls = 12
-    calls_before = ranker.llm.counters.snapshot()["calls"]
+    calls_before = ranker.reranker.llm.counters.snapshot()["calls"]
     with BridgeClient(host.settings.bridge) as client:
         summary = run_nearline(host.settings, client=client, store=store, ranker=ranker,
                                budget=CallBudget(0, budget_calls), max_polls=20)
-    backend_calls = ranker.llm.counters.snapshot()["calls"] - calls_before
+    backend_calls = ranker.reranker.llm.counters.snapshot()["calls"] - calls_before
     assert summary.llm_calls == backend_calls <= budget_calls
     assert summary.ranked == budget_calls // CALLS_PER_USER
     known = sum(1 for u in users if store.get_record("llm", u) is not None)

@@ -1,5 +1,5 @@
 """`clickprompt`: a user's unrated candidates by the ClickPrompt checkpoint's predicted click probability, fused
-with the ranking the candidates came with: the base ranker's scores, or else the host's order."""
+(`rankers.fusion`) with the ranking the candidates came with: the base ranker's scores, or else the host's order."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,25 +10,26 @@ import numpy as np
 from ...config import Settings
 from ...domain import RankedItem, Ranking, UserContext
 from ...store import Store
-from ..base import BaseRanker
+from ..base import BaseRanker, Ranker
+from ..fusion import fuse, window_base_scores
 from .checkpoint import checkpoint_version, serving_checkpoint
 from .schema import VOCAB_MOVIE, VOCAB_USER
 from .score import ClickPromptScorer
 
-__all__ = ["ClickPromptRanker", "from_settings", "fuse", "BASE_WEIGHT", "ORDER_WEIGHT"]
+__all__ = ["ClickPromptRanker", "from_settings", "BASE_WEIGHT", "ORDER_WEIGHT"]
 
-# Weights of the upstream ranking against the CTR model in `fuse`, chosen on validation users (the best NDCG@10
-# of bench/bench_clickprompt_ranking.py): the base ranker's scores when the candidates carry them, else the
-# candidates' own order (the host's), scored -log2(position + 2) as NDCG discounts it.
-BASE_WEIGHT = 0.75
-ORDER_WEIGHT = 0.1
+# The CTR model's share in `fusion.fuse` (the reranker's weight), chosen on validation users (the best NDCG@10
+# of bench/bench_clickprompt_ranking.py): against the base ranker's scores when the candidates carry them,
+# else against the candidates' own order (the host's), scored by position as NDCG discounts it.
+BASE_WEIGHT = 0.25
+ORDER_WEIGHT = 0.9
 _UNSEEN = "; movie new to the model"
 
 
 class ClickPromptRanker(BaseRanker):
     """The user's unrated candidates (the host's, or a base ranker's top K) by predicted click probability, fused
-    per user with the ranking they came in (`fuse`): `ctx.base_scores` at `base_weight`, else the candidates'
-    order at `order_weight`; ties keep the candidates' order.
+    per user with the ranking they came in (`fusion.fuse`, the CTR logit's share): with `ctx.base_scores` at
+    `base_weight`, else with the candidates' order at `order_weight`; ties keep the candidates' order.
 
     `use_plm=False` serves the CTR model alone (ClickPrompt's CTR-only deployment: a `ctr` or `prefix_add`
     checkpoint); `use_plm=True` runs the checkpoint as trained, MiniLM included (~10 ms per candidate on one core:
@@ -72,15 +73,10 @@ class ClickPromptRanker(BaseRanker):
         return [self._ranking(ctx, candidates[i], probs[i]) if i in probs else None for i, ctx in enumerate(contexts)]
 
     def _ranking(self, ctx: UserContext, candidates: list[int], probs: np.ndarray) -> Ranking:
-        if ctx.base_scores:
-            lowest = min(ctx.base_scores.values())  # a candidate the base did not score ranks as its lowest
-            upstream = np.array([ctx.base_scores.get(m, lowest) for m in candidates], dtype=np.float64)
-            weight, source = self.base_weight, "base"
-        else:
-            upstream = -np.log2(np.arange(len(candidates)) + 2.0)
-            weight, source = self.order_weight, "order"
+        weight, source = (self.base_weight, "base") if ctx.base_scores else (self.order_weight, "order")
+        logits = np.log(np.clip(probs, 1e-12, None)) - np.log(np.clip(1.0 - probs, 1e-12, None))
         # Rounded before sorting, so equal stored scores are exactly the ties that keep the candidates' order.
-        scores = np.round(fuse(probs, upstream, weight) if weight else probs, 6)
+        scores = np.round(fuse(logits, window_base_scores(candidates, ctx.base_scores), weight), 6)
         order = np.argsort(-scores, kind="stable")
         # Python floats and no call per item: ~700 items a user cost as much as scoring them otherwise.
         ids, stored, shown = np.asarray(candidates)[order].tolist(), scores[order].tolist(), np.round(probs[order], 6).tolist()
@@ -90,25 +86,15 @@ class ClickPromptRanker(BaseRanker):
         items = tuple(RankedItem(m, s, f"p(click)={p:.2f}" if m in known else f"p(click)={p:.2f}{_UNSEEN}")
                       for m, s, p in zip(ids, stored, shown))
         return Ranking(items, {"history": len(ctx.ratings), "known_user": ctx.user_id in self._known_users,
-                               "scored": len(candidates), "fused_with": source if weight else None})
+                               "scored": len(candidates), "fused_with": source, "weight": weight})
 
 
-def fuse(probs: np.ndarray, base: np.ndarray, weight: float) -> np.ndarray:
-    """`weight` * z(base) + (1 - `weight`) * z(logit(probs)), z standardising over one user's candidates (a
-    constant score standardises to 0): the two rankers' scales never meet, only their spreads."""
-    logits = np.log(np.clip(probs, 1e-12, None)) - np.log(np.clip(1.0 - probs, 1e-12, None))
-    return weight * _standardised(base) + (1.0 - weight) * _standardised(logits)
-
-
-def _standardised(x: np.ndarray) -> np.ndarray:
-    std = x.std()
-    return (x - x.mean()) / std if std > 0 else np.zeros_like(x)
-
-
-def from_settings(settings: Settings, store: Store | None = None, *,
-                  checkpoint: Path | str | None = None, use_plm: bool = False) -> ClickPromptRanker:
-    """The registry's factory over `serving_checkpoint`, reranking the top `settings.base_k` of `settings.base`
-    (None: the host's candidates). The store is not used (the model keeps no cache)."""
-    ranker = ClickPromptRanker(serving_checkpoint(settings, checkpoint), use_plm=use_plm)
-    ranker.base, ranker.base_k = settings.base, settings.base_k
-    return ranker
+def from_settings(settings: Settings, store: Store | None, base: Ranker | None, *,
+                  checkpoint: Path | str | None = None, use_plm: bool = False,
+                  max_candidates: int | None = None, weight: float | None = None) -> ClickPromptRanker:
+    """The registry's factory of the `clickprompt` reranker over `serving_checkpoint` (the registry composes it
+    with `base`; the model keeps no cache, so the store is not used). `weight`: the CTR model's share in the
+    fusion, with a base and without (default: `BASE_WEIGHT`, `ORDER_WEIGHT`)."""
+    weights = {} if weight is None else {"base_weight": weight, "order_weight": weight}
+    return ClickPromptRanker(serving_checkpoint(settings, checkpoint), use_plm=use_plm, max_candidates=max_candidates,
+                             **weights)

@@ -12,13 +12,13 @@ beat other popular movies on this user's features).
 Validation is the evaluation's protocol inside the training data (`datafolder.leave_last_out`): each user's
 last liked rating is held out (with everything the user rated from that second on), the model trains on the
 rest, and it is early-stopped on NDCG@10 of the held-out movie among every catalogue movie the user had not
-rated (`RankingValidation`), as the ranker ranks them. Users rate in sessions, so a split by time would
-validate almost only on users without a history (15 of 123 on the fixture have one).
+rated (`RankingValidation`), as the ranker ranks them (a tie by `metrics`' rule: the ranker's order). Users
+rate in sessions, so a split by time would validate almost only on users without a history (15 of 123 on the
+fixture have one).
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ import pandas as pd
 
 from ...catalog import movie_catalog
 from ...datafolder import MIN_HISTORY, leave_last_out
+from ...metrics import mean_ndcg_of_scores
 from .features import encode_samples
 from .model import ClickPrompt, ClickPromptConfig, load_tokenizer, plm_path
 from .samples import Split, build_samples, history_frame, movie_stats_now, samples_at
@@ -124,12 +125,9 @@ class RankingValidation:
 
     def __call__(self, model: ClickPrompt) -> dict[str, float]:
         scorer = ClickPromptScorer.for_model(model, self.movie_stats)
-        gains = []
-        for (_, _, candidates), target, probs in zip(self.queries, self.targets,
-                                                     scorer.score_many(self.queries, self.movies)):
-            rank = int((probs > probs[candidates.index(target)]).sum()) + 1
-            gains.append(1.0 / math.log2(rank + 1) if rank <= _TOP_K else 0.0)
-        ndcg = float(np.mean(gains)) if gains else float("nan")
+        rows = list(scorer.score_many(self.queries, self.movies))
+        targets = [candidates.index(target) for (_, _, candidates), target in zip(self.queries, self.targets)]
+        ndcg = mean_ndcg_of_scores(rows, targets, _TOP_K)
         return {"valid_ndcg": ndcg, "score": ndcg}
 
 

@@ -168,10 +168,13 @@ class _Batcher:
         return future.result()
 
     def close(self) -> None:
+        """Ends the worker thread once it has run what is queued (a later call starts a new one)."""
         with self._lock:
-            if self._thread is not None:
+            thread, self._thread = self._thread, None
+            if thread is not None:
                 self._queue.put(None)
-                self._thread = None
+        if thread is not None:
+            thread.join()
 
     def _work(self) -> None:
         while (first := self._queue.get()) is not None:

@@ -1,7 +1,8 @@
 """What the local model serves for a data folder: its fine-tuned adapter (if any) and its fusion weight.
 
-Both are kept under `<models dir>/palr/<model hash>-<data key>-<prompt version>-k<K>/` (`finetune.py` writes
-them): an adapter trained on other data, another model, prompt version or K is never picked up.
+Both are kept under `<models dir>/palr/<model hash>-<data key>-<prompt version>-k<K>-<base>/` (`finetune.py`
+writes them), `<base>` the version of the base ranker served (its name and checkpoint's content key), or `host`:
+an adapter or weight chosen for other data, another model, prompt version, K or base is never picked up.
 """
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 
 from ...config import ConfigError, Settings
 from ...datafolder import data_key, file_hash
+from ..base import Ranker
+from ..fusion import Calibration
 from ..llm.local_lm import LocalLMBackend
-from .fusion import Calibration
 from .prompts import Prompts
 
-__all__ = ["checkpoint_dir", "model_key", "load_calibration", "save_calibration", "serving_model", "Serving",
+__all__ = ["checkpoint_dir", "model_key", "base_key", "load_calibration", "save_calibration", "serving_model", "Serving",
            "ADAPTER", "ADAPTER_WEIGHTS", "ZERO_SHOT", "FINETUNED"]
 
 log = logging.getLogger(__name__)
@@ -31,10 +33,17 @@ def model_key(source: Path) -> str:
     return file_hash(*files)[:12]
 
 
-def checkpoint_dir(settings: Settings, llm: LocalLMBackend, prompts: Prompts) -> Path:
-    """Where the adapter and the fusion weights of this model, data folder, prompt version and K are kept."""
+def base_key(base: Ranker | None) -> str:
+    """What an adapter or a fusion weight depends on of the base it was tuned over: its version (name and
+    checkpoint content), `host` for the host's candidates."""
+    return "host" if base is None else base.version
+
+
+def checkpoint_dir(settings: Settings, llm: LocalLMBackend, prompts: Prompts, base: str) -> Path:
+    """Where the adapter and the fusion weights of this model, data folder, prompt version, K and base
+    (`base_key`) are kept."""
     key = (f"{model_key(llm.source)}-{data_key(settings.host.data_webroot)}-{prompts.version}"
-           f"-k{settings.llm.verbalizer_k}")
+           f"-k{settings.llm.verbalizer_k}-{base}")
     return settings.llm.models_dir / "palr" / key
 
 
@@ -53,14 +62,14 @@ class Serving:
     llm: LocalLMBackend  # with the adapter merged in, when there is one
     weight: float  # the LLM's weight in the fusion
     variant: str  # ZERO_SHOT or FINETUNED
-    calibrated: bool  # whether the weight was chosen on validation users (else configured, or 1.0)
+    calibrated: bool  # whether the weight was chosen on validation users (else configured, or 0: the base's order)
 
 
-def serving_model(settings: Settings, llm: LocalLMBackend, prompts: Prompts) -> Serving:
-    """The adapter fine-tuned for the data folder (unless `local_finetuned` is off) and the fusion weight
+def serving_model(settings: Settings, llm: LocalLMBackend, prompts: Prompts, base: str) -> Serving:
+    """The adapter fine-tuned for the data folder and base (unless `local_finetuned` is off) and the fusion weight
     chosen for it on validation users; `SPARROW_LLM_FUSION_WEIGHT` overrides the weight."""
     try:
-        directory = checkpoint_dir(settings, llm, prompts)
+        directory = checkpoint_dir(settings, llm, prompts, base)
     except ConfigError as exc:  # no data folder to key on: the zero-shot model, unfused
         log.warning("local model without a data folder (%s): zero-shot, LLM order only", exc)
         return Serving(llm, 1.0 if settings.llm.fusion_weight is None else settings.llm.fusion_weight, ZERO_SHOT, False)
@@ -72,7 +81,8 @@ def serving_model(settings: Settings, llm: LocalLMBackend, prompts: Prompts) -> 
     if settings.llm.fusion_weight is not None:
         return Serving(llm, settings.llm.fusion_weight, variant, False)
     if calibration is None:
-        log.warning("no fusion weight for %s (run `sparrow-llm llm calibrate` or `llm finetune`): LLM order only",
-                    directory)
-        return Serving(llm, 1.0, variant, False)
+        # Never below the base: an LLM whose weight nobody chose on validation users takes no part in the order.
+        log.warning("no fusion weight for %s (run `sparrow-llm llm calibrate` or `llm finetune`): serving the "
+                    "base's order", directory)
+        return Serving(llm, 0.0, variant, False)
     return Serving(llm, calibration.weight, variant, True)

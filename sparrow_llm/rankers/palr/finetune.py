@@ -8,8 +8,8 @@ validation samples (those whose target is among the base's first K, as served) a
 is kept, and training stops after `patience` checks without a better NDCG@10, at `max_steps` or after
 `max_minutes`. The kept adapter then scores every validation sample once, and its fusion weight is chosen.
 
-Kept under `<models dir>/palr/<model hash>-<data key>-<prompt version>-k<K>/` (`checkpoint.py`), so an adapter
-never serves other data or another model: `adapter/` (peft's files), `fusion-finetuned.json`, and
+Kept under `<models dir>/palr/<model hash>-<data key>-<prompt version>-k<K>-<base>/` (`checkpoint.py`), so an
+adapter never serves other data, another model or another base: `adapter/` (peft's files), `fusion-finetuned.json`, and
 `training.json` (what ran, how long, peak memory). `calibrate_zero_shot` writes `fusion-zero-shot.json`:
 the zero-shot model's weight on the same validation samples (the model's preparation step: no training).
 """
@@ -35,8 +35,8 @@ from ...progress import progress_bar
 from ..base import Ranker
 from ..llm.base import make_backend
 from ..llm.local_lm import LocalLMBackend, chat_texts, converted_model, option_logits, option_token_ids
-from .checkpoint import ADAPTER, FINETUNED, ZERO_SHOT, checkpoint_dir, load_calibration, save_calibration
-from .fusion import Calibration, base_window_scores, choose_weight
+from ..fusion import Calibration, choose_weight, window_base_scores
+from .checkpoint import ADAPTER, FINETUNED, ZERO_SHOT, base_key, checkpoint_dir, load_calibration, save_calibration
 from .prompts import OPTION_LABELS, Prompts
 from .samples import TRAIN, VALID, ChoiceSample, SampleOptions, build_samples
 
@@ -45,7 +45,17 @@ __all__ = ["FinetuneOptions", "finetune", "calibrate_zero_shot"]
 log = logging.getLogger(__name__)
 
 _TRAINING = "training.json"
-BaseFor = Callable[[Settings], Ranker | None] | None  # the base ranker of a data folder's settings
+MakeBase = Callable[[Settings], Ranker | None]  # the base ranker of a data folder's settings (registry.make_base)
+
+
+def _serving_base_key(settings: Settings, make_base: MakeBase) -> str:
+    """`base_key` of the base the served model reranks (built for the data folder, then closed)."""
+    base = make_base(settings)
+    try:
+        return base_key(base)
+    finally:
+        if base is not None:
+            base.close()
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,7 @@ def _calibrate(llm_scores: Sequence[np.ndarray], samples: Sequence[ChoiceSample]
     base = []
     for s in samples:
         ids = [m.movie_id for m in s.candidates]
-        base.append(base_window_scores(ids, None if s.base_scores is None else dict(zip(ids, s.base_scores))))
+        base.append(window_base_scores(ids, None if s.base_scores is None else dict(zip(ids, s.base_scores))))
     return choose_weight(llm_scores, base, [s.label for s in samples])
 
 
@@ -110,19 +120,19 @@ def _valid(samples: Sequence[ChoiceSample], k: int, limit: int | None) -> list[C
     return chosen[:limit] if limit else chosen
 
 
-def calibrate_zero_shot(settings: Settings, *, base_for: BaseFor = None, progress: bool = True,
+def calibrate_zero_shot(settings: Settings, make_base: MakeBase, *, progress: bool = True,
                         master: str = "local[*]") -> tuple[Calibration, Path]:
     """The zero-shot model's fusion weight on the data folder's validation samples, candidates from the base
-    (`base_for`: the ranker the served model reranks, for a data folder; None: the host's order); kept, and
-    reused while the data is the same."""
+    (`make_base`: the ranker the served model reranks, for a data folder; None: the host's order); kept, and
+    reused while the data and the base are the same."""
     llm = _local(settings)
     prompts = Prompts.from_settings(settings.llm)
-    directory = checkpoint_dir(settings, llm, prompts)
+    directory = checkpoint_dir(settings, llm, prompts, _serving_base_key(settings, make_base))
     found = load_calibration(directory, ZERO_SHOT)
     if found is not None:
         return found, directory
     k = settings.llm.verbalizer_k
-    valid = _valid(build_samples(settings, SampleOptions(k=k, seed=settings.seed), base_for=base_for, master=master,
+    valid = _valid(build_samples(settings, SampleOptions(k=k, seed=settings.seed), base_for=make_base, master=master,
                                  progress=progress), k, None)
     lm = llm.loaded()
     with lm.lock:
@@ -148,9 +158,9 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def finetune(settings: Settings, options: FinetuneOptions = FinetuneOptions(), *, base_for: BaseFor = None,
+def finetune(settings: Settings, make_base: MakeBase, options: FinetuneOptions = FinetuneOptions(), *,
              master: str = "local[*]") -> dict:
-    """Trains the adapter for the data folder on candidates from the base (`base_for`, as `calibrate_zero_shot`)
+    """Trains the adapter for the data folder on candidates from the base (`make_base`, as `calibrate_zero_shot`)
     and chooses both fusion weights; returns what training.json says."""
     import torch
     from transformers import AutoTokenizer
@@ -158,11 +168,12 @@ def finetune(settings: Settings, options: FinetuneOptions = FinetuneOptions(), *
     started = time.perf_counter()
     llm = _local(settings)
     prompts = Prompts.from_settings(settings.llm)
-    directory = checkpoint_dir(settings, llm, prompts)
+    base = _serving_base_key(settings, make_base)
+    directory = checkpoint_dir(settings, llm, prompts, base)
     k = settings.llm.verbalizer_k
     if k > len(OPTION_LABELS):
         raise ConfigError(f"SPARROW_LLM_VERBALIZER_K must be <= {len(OPTION_LABELS)}, got {k}")
-    samples = build_samples(settings, dataclasses.replace(options.samples, k=k, seed=options.seed), base_for=base_for,
+    samples = build_samples(settings, dataclasses.replace(options.samples, k=k, seed=options.seed), base_for=make_base,
                             master=master, progress=options.progress)
     train = [s for s in samples if s.split == TRAIN and len(s.candidates) == k]
     random.Random(options.seed).shuffle(train)
@@ -182,7 +193,7 @@ def finetune(settings: Settings, options: FinetuneOptions = FinetuneOptions(), *
         model.eval()
         scores = _score(model, tokenizer, prompts, samples, options.batch_size)
         model.train()
-        return _calibrate(scores, samples).llm_ndcg, scores
+        return _calibrate(scores, samples).reranker_ndcg, scores
 
     checks = valid[:options.check_valid] if options.check_valid else valid
     history: list[dict] = []
@@ -227,7 +238,7 @@ def finetune(settings: Settings, options: FinetuneOptions = FinetuneOptions(), *
     tuned = _calibrate(scores, valid)
     info = {
         "data_folder": str(settings.host.data_webroot), "data_key": data_key(settings.host.data_webroot),
-        "model": llm.model, "base": settings.base if base_for else None,
+        "model": llm.model, "base": base,
         "options": {**dataclasses.asdict(options), "samples": dataclasses.asdict(options.samples)},
         "train_samples": len(train), "valid_samples": len(valid), "check_samples": len(checks), "steps": step,
         "best_step": best[1], "stopped": stopped, "history": history, "wall_s": time.perf_counter() - started,
@@ -249,4 +260,4 @@ def _store(directory: Path, model, info: dict, tuned: Calibration) -> None:
         shutil.rmtree(staging, ignore_errors=True)
     save_calibration(directory, FINETUNED, tuned)
     (directory / _TRAINING).write_text(json.dumps(info, indent=2))
-    log.info("llm finetune: %s (best step %s, valid NDCG@10 %.4f)", directory, info["best_step"], tuned.llm_ndcg)
+    log.info("llm finetune: %s (best step %s, valid NDCG@10 %.4f)", directory, info["best_step"], tuned.reranker_ndcg)

@@ -8,7 +8,7 @@ host's unrated ones) in one of two ways:
   * label scores (a model whose logits can be read, `local`; LlamaRec's verbalizer): the choose prompt
     with the first `choice_k` candidates lettered A, B, ...; one forward pass per pass (extra passes shuffle
     the letters, against position bias) scores every candidate, and the score is fused with the base's
-    (`fusion.fuse`, the weight chosen on validation users); reasons come from the data (`data_reason`).
+    (`rankers.fusion.fuse`, the weight chosen on validation users); reasons come from the data (`data_reason`).
 Every reason is checked against the data before it is stored (`reasons.ReasonChecker`). Answers and
 scores are cached by content, so a rerun with nothing changed makes no LLM call; any LLM failure serves
 the base's order, never an exception.
@@ -27,11 +27,11 @@ import numpy as np
 from ...config import Settings
 from ...domain import MovieMeta, Profile, RankedItem, Ranking, UserContext, UserHistory, UserRating
 from ...store import Store, StoreError
-from ..base import BaseRanker
+from ..base import BaseRanker, Ranker
+from ..fusion import fuse, window_base_scores
 from ..llm.base import Backend, Completion, LabelScorer, LLMError, make_backend
 from ..llm.local_lm import LocalLMBackend
-from .checkpoint import serving_model
-from .fusion import base_window_scores, fuse
+from .checkpoint import base_key, serving_model
 from .parsing import PARSE_FALLBACK, PARSE_OK, parse_ranking
 from .prompts import OPTION_LABELS, PromptRequest, Prompts, Rated
 from .reasons import ReasonChecker, data_reason
@@ -125,6 +125,10 @@ class PalrRanker(BaseRanker):
                                 thread_name_prefix="palr") as pool:
             return list(pool.map(self.rank, contexts))
 
+    def close(self) -> None:
+        """The backend's threads and clients (the local model's batcher, zhipuai's HTTP client)."""
+        self.llm.close()
+
     def rank(self, ctx: UserContext) -> Ranking | None:
         candidates = ctx.unrated_candidates()
         history = _rated(ctx.ratings, ctx.movies)
@@ -173,7 +177,7 @@ class PalrRanker(BaseRanker):
         llm = np.zeros(len(window))
         for order, row in zip(orders, self._scores(requests, tally)):
             llm[order] += row
-        base = base_window_scores(window, getattr(ctx, "base_scores", None))
+        base = window_base_scores(window, ctx.base_scores)
         fused = fuse(llm / len(orders), base, self.weight)
         return [window[i] for i in np.argsort(-fused, kind="stable")]
 
@@ -246,16 +250,14 @@ def _items(order: Sequence[int], reasons: Mapping[int, str], checker: ReasonChec
                  for pos, m in enumerate(order))
 
 
-def from_settings(settings: Settings, store: Store | None) -> PalrRanker:
-    """The `llm` model as configured, reranking the top `settings.base_k` of `settings.base` (None: the host's
-    candidates); its answer cache is `store` (None: no cache). The local model serves the adapter fine-tuned
-    for the data folder, if any, at the fusion weight chosen for it (`checkpoint.serving_model`)."""
+def from_settings(settings: Settings, store: Store | None, base: Ranker | None) -> PalrRanker:
+    """The registry's factory of the `llm` reranker over `base` (None: the host's candidates); its answer cache
+    is `store` (None: no cache). The local model serves the adapter fine-tuned for the data folder and base, if
+    any, at the fusion weight chosen for it (`checkpoint.serving_model`)."""
     llm, prompts, weight = make_backend(settings.llm), Prompts.from_settings(settings.llm), 1.0
     if isinstance(llm, LocalLMBackend):
-        serving = serving_model(settings, llm, prompts)
+        serving = serving_model(settings, llm, prompts, base_key(base))
         llm, weight = serving.llm, serving.weight
-    ranker = PalrRanker(llm, prompts, store, k=settings.llm.rank_k, top_n=settings.llm.rank_top_n,
-                        choice_k=settings.llm.verbalizer_k, passes=settings.llm.verbalizer_passes, weight=weight,
-                        seed=settings.seed)
-    ranker.base, ranker.base_k = settings.base, settings.base_k
-    return ranker
+    return PalrRanker(llm, prompts, store, k=settings.llm.rank_k, top_n=settings.llm.rank_top_n,
+                      choice_k=settings.llm.verbalizer_k, passes=settings.llm.verbalizer_passes, weight=weight,
+                      seed=settings.seed)

@@ -139,8 +139,9 @@ def _propose(rows: Sequence[Row], base: Ranker | None, k: int, movies: Mapping[i
                  for r in rows]
     rankings: list = [None] * len(rows)
     if base is not None:
+        catalogue = tuple(movies)  # the base ranks the whole catalogue, as it does when serving
         for start in range(0, len(rows), _BASE_BATCH):
-            contexts = [UserContext(int(r[COL_USER]), h, (), movies)
+            contexts = [UserContext(int(r[COL_USER]), h, catalogue, movies)
                         for r, h in zip(rows[start:start + _BASE_BATCH], histories[start:start + _BASE_BATCH])]
             rankings[start:start + _BASE_BATCH] = base.rank_many(contexts)
     ids = np.array(sorted(vectors), dtype=np.int64)
@@ -229,6 +230,10 @@ def build_samples(settings: Settings, options: SampleOptions = SampleOptions(), 
     its top K of each history are the candidates, else the host's order."""
     rows, movies = target_rows(settings, options, master=master, spark=spark, progress=progress)
     base = None if base_for is None else base_for(settings.replace(host={"data_dir": base_folder(settings, rows)}))
-    proposals = _propose(rows, base, options.k, movies, item_vectors(settings.host.data_webroot) if base is None else {})
+    try:
+        proposals = _propose(rows, base, options.k, movies, item_vectors(settings.host.data_webroot) if base is None else {})
+    finally:
+        if base is not None:
+            base.close()
     samples = [_sample(row, candidates, scores, movies, options.seed) for row, (candidates, scores) in zip(rows, proposals)]
     return sorted(samples, key=lambda s: (s.split != TRAIN, s.user_id, s.target))

@@ -16,6 +16,7 @@ from scipy import sparse
 
 from ...datafolder import MIN_HISTORY
 from ...domain import UserRating
+from ...metrics import mean_ndcg_of_scores
 from ...schema import COL_MOVIE, COL_TITLE, LIKED_RATING
 from .samples import COL_MOVIES, COL_RATINGS, COL_TIMESTAMPS, holdout
 
@@ -158,18 +159,8 @@ def folds(sequences: pd.DataFrame, catalogue: Catalogue, n: int, min_history: in
 
 def ndcg_at(scores: np.ndarray, rated: Sequence[np.ndarray], targets: np.ndarray, k: int = VALID_CUT) -> float:
     """Mean NDCG@k of the targets in `scores` (users x items), each user's rated items left out; ties are
-    broken as the rankers break them (the lower catalogue index first)."""
-    if not len(targets):
-        return float("nan")
-    scores = np.array(scores, dtype=np.float64)
-    for row, items in enumerate(rated):
-        scores[row, items] = -np.inf
-    users = np.arange(len(targets))
-    target = scores[users, targets][:, None]
-    index = np.arange(scores.shape[1])[None, :]
-    rank = ((scores > target) | ((scores == target) & (index < targets[:, None]))).sum(axis=1)
-    gains = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
-    return float(gains.mean())
+    broken as the rankers break them (`metrics`' rule: the lower catalogue index first)."""
+    return mean_ndcg_of_scores(scores, targets, k, excluded=rated)
 
 
 def cooccurrence(liked_lists: Sequence[np.ndarray], n_items: int) -> sparse.csc_matrix:

@@ -1,15 +1,16 @@
 """`popularity`, `ease`, `ease-recent`, `sasrec`: the whole catalogue ranked for a user from their ratings.
 
-Each ranks every movie of the data folder's movies.csv (not only the host's candidates: `ctx.movies` holds
-only the movies of the user's bundle), leaves out the movies the user rated, and keeps the top `top_n`; the
-stage serves them (movies the host cannot load are skipped there), then the host's order. A user with no
+Each scores every movie of the data folder's movies.csv, ranks those of the user's candidates (source
+`catalogue`: every movie the host loads, so each listed movie is one the stage can serve; the evaluation's
+sampled candidates otherwise), leaves out the movies the user rated, and keeps the top `top_n`; the stage
+serves them, then the host's order. A user with no
 rating of a catalogue movie the model reads (no ratings at all; for `ease-recent` configured on liked
 movies, no liked one) gets None, so the stage serves the host's order. Reasons say only what is true of the
 data: how many people rated the movie, or how many who liked a movie the user liked also liked it.
 """
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -18,6 +19,7 @@ import numpy as np
 from ...config import ConfigError, Settings
 from ...datafolder import file_hash
 from ...domain import RankedItem, Ranking, UserContext
+from ...schema import SOURCE_CATALOGUE
 from ...store import Store
 from ..base import BaseRanker
 from .checkpoint import RetrievalData, load_data, prepare_model
@@ -53,6 +55,7 @@ class SASRecScorer:
 
 class RetrievalRanker(BaseRanker):
     backend = "retrieval"
+    candidate_source = SOURCE_CATALOGUE
 
     def __init__(self, name: str, scorer: Scorer, data: RetrievalData, version: str, *, top_n: int = TOP_N,
                  explain_by_counts: bool = False):
@@ -76,15 +79,21 @@ class RetrievalRanker(BaseRanker):
         if not readable:
             return rankings
         scores = self.scorer.scores([histories[i] for i in readable])
+        allowed: dict[int, np.ndarray] = {}  # contexts of one bulk fetch share their candidates: one mask each
         for row, i in enumerate(readable):
-            rankings[i] = self._ranking(histories[i], scores[row], len(contexts[i].ratings))
+            candidates = contexts[i].candidate_ids
+            if id(candidates) not in allowed:
+                allowed[id(candidates)] = np.isin(self.catalogue.movie_ids, np.fromiter(candidates, np.int64))
+            rankings[i] = self._ranking(histories[i], scores[row], len(contexts[i].ratings), allowed[id(candidates)])
         return rankings
 
-    def _ranking(self, history: History, scores: np.ndarray, rated: int) -> Ranking:
-        scores = np.array(scores, dtype=np.float64)
+    def _ranking(self, history: History, scores: np.ndarray, rated: int, allowed: np.ndarray) -> Ranking | None:
+        scores = np.where(allowed, np.asarray(scores, dtype=np.float64), -np.inf)
         scores[history.items] = -np.inf  # what the user rated is never recommended again
         order = np.argsort(-scores, kind="stable")[: self.top_n]  # ties: the lower catalogue index first
         order = order[np.isfinite(scores[order])]
+        if not len(order):
+            return None
         reasons = self._reasons(history, order)
         items = tuple(RankedItem(int(self.catalogue.movie_ids[j]), round(float(scores[j]), 6), reason)
                       for j, reason in zip(order, reasons))
@@ -110,6 +119,13 @@ def from_settings(settings: Settings, store: Store | None = None, *, model: str)
     """The registry's factory: the data folder's model (trained now when missing), its catalogue and counts.
     The store is not used (the models keep no cache)."""
     directory, _ = prepare_model(settings, model, progress=False)
+    return _loaded(settings, model, directory, _version(model, directory))
+
+
+@lru_cache(maxsize=4)
+def _loaded(settings: Settings, model: str, directory: Path, version: str) -> RetrievalRanker:
+    """Loaded once per process and version: every ranker composed over it (a Spark partition's, the eval's)
+    shares its arrays, which it never changes."""
     data = load_data(settings, n_folds=0)  # serving needs the histories only, not the validation folds
     if model == "sasrec":
         scorer: Scorer = SASRecScorer(directory)
@@ -119,7 +135,7 @@ def from_settings(settings: Settings, store: Store | None = None, *, model: str)
         items = len(scorer.movie_ids)
     if items != len(data.catalogue):
         raise ConfigError(f"{directory} was trained on {items} movies, the data folder has {len(data.catalogue)}")
-    return RetrievalRanker(model, scorer, data, _version(model, directory), explain_by_counts=model == "popularity")
+    return RetrievalRanker(model, scorer, data, version, explain_by_counts=model == "popularity")
 
 
 popularity_ranker = partial(from_settings, model="popularity")

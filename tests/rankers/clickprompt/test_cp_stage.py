@@ -19,7 +19,8 @@ from sparrow_llm.rankers.clickprompt.samples import SPLIT_NAMES, build_samples, 
 from sparrow_llm.rankers.clickprompt.schema import COL_TIMESTAMP, COL_USER
 from sparrow_llm.rankers.clickprompt.checkpoint import default_checkpoint, prepare, prepare_clickprompt, serving_checkpoint
 from sparrow_llm.rankers.clickprompt.experiments import run_eval, run_finetune, run_pretrain
-from sparrow_llm.rankers.clickprompt.ranker import ClickPromptRanker, from_settings, fuse
+from sparrow_llm.rankers.clickprompt.ranker import BASE_WEIGHT, ORDER_WEIGHT, ClickPromptRanker, from_settings
+from sparrow_llm.rankers.fusion import fuse
 from sparrow_llm.rankers.clickprompt.train import TABLE_ROWS
 from sparrow_llm.config import ConfigError, Settings
 from sparrow_llm.domain import UserContext
@@ -93,8 +94,8 @@ def movie_metas(movies) -> dict[int, MovieMeta]:
 
 @pytest.fixture(scope="module")
 def ranker(checkpoint):
-    """Click probabilities alone: not fused with the candidates' order."""
-    return ClickPromptRanker(checkpoint, order_weight=0.0)
+    """Click probabilities alone: the CTR model's whole weight, against the candidates' order."""
+    return ClickPromptRanker(checkpoint, order_weight=1.0)
 
 
 def _ctx(user_id, ratings, candidates, movies):
@@ -122,12 +123,13 @@ def test_prepare_trains_once_per_data_content(prepared, checkpoint, tiny_setting
 
 
 def test_factory_uses_the_data_folders_checkpoint_or_says_how_to_train(checkpoint, tiny_settings, tmp_path):
-    ranker = from_settings(tiny_settings, None)
+    ranker = from_settings(tiny_settings, None, None)
     assert ranker.checkpoint == checkpoint and ranker.backend == "clickprompt-ctr"
-    assert (ranker.base, ranker.base_k) == (tiny_settings.base, tiny_settings.base_k)
+    assert (ranker.base_weight, ranker.order_weight) == (BASE_WEIGHT, ORDER_WEIGHT)
+    assert from_settings(tiny_settings, None, None, weight=0.0).base_weight == 0.0
     assert ranker.version.startswith("rank-after-pamlm-quick-") and ranker.version == stage.checkpoint_version(checkpoint)
     with pytest.raises(ConfigError, match="sparrow-llm clickprompt pretrain"):
-        from_settings(tiny_settings.replace(host={"work_dir": tmp_path}), None)
+        from_settings(tiny_settings.replace(host={"work_dir": tmp_path}), None, None)
 
 
 def test_ranks_unrated_candidates_by_click_probability(ranker, tiny_ratings, movie_metas):
@@ -142,7 +144,8 @@ def test_ranks_unrated_candidates_by_click_probability(ranker, tiny_ratings, mov
     assert ((scores >= 0) & (scores <= 1)).all() and (np.diff(scores) <= 0).all()
     assert len(set(scores)) > 1  # the model tells the candidates apart
     assert all(i.reason == f"p(click)={i.score:.2f}" for i in ranking.items)  # all movies known to the model
-    assert ranking.meta == {"history": len(history), "known_user": True, "scored": len(ids), "fused_with": None}
+    assert ranking.meta == {"history": len(history), "known_user": True, "scored": len(ids), "fused_with": "order",
+                            "weight": 1.0}
     # rank_many gives each user what rank gives.
     other = _ctx(user + 1, [], [1, 2], movie_metas)
     assert ranker.rank_many([other, _ctx(user, history, candidates, movie_metas)]) == [ranker.rank(other), ranking]
@@ -156,18 +159,18 @@ def test_fused_with_the_base_scores_or_else_the_candidates_order(checkpoint, ran
     base = {a: 0.1, b: 0.9, c: 0.5, d: 0.5, e: 0.7}  # f: not scored by the base, ranks as its lowest
     on_base = dataclasses.replace(_ctx(user, history, candidates, movie_metas), base_scores=base)
     probs = {i.movie_id: i.score for i in ranker.rank(_ctx(user, history, candidates, movie_metas)).items}
-    only_base = ClickPromptRanker(checkpoint, base_weight=1.0).rank(on_base)
+    only_base = ClickPromptRanker(checkpoint, base_weight=0.0).rank(on_base)
     assert [i.movie_id for i in only_base.items] == [b, e, c, d, a, f]  # ties (c, d; a, f) keep the order
     assert only_base.meta["fused_with"] == "base"
     assert [i.reason for i in only_base.items] == [f"p(click)={probs[i.movie_id]:.2f}" for i in only_base.items]
     half = ClickPromptRanker(checkpoint, base_weight=0.5).rank(on_base)
     p = np.array([probs[m] for m in candidates])
-    want = fuse(p, np.array([base.get(m, 0.1) for m in candidates]), 0.5)
+    want = fuse(np.log(p) - np.log(1 - p), np.array([base.get(m, 0.1) for m in candidates]), 0.5)
     assert len(set(np.round(want, 6))) == len(candidates)  # no tie: the order is the fused scores' alone
     assert [i.movie_id for i in half.items] == [candidates[i] for i in np.argsort(-np.round(want, 6), kind="stable")]
     np.testing.assert_allclose(sorted(i.score for i in half.items), sorted(want), atol=1e-4)  # probs shown rounded
     # Without base scores, the candidates' own order is the upstream ranking.
-    only_order = ClickPromptRanker(checkpoint, order_weight=1.0).rank(_ctx(user, history, candidates, movie_metas))
+    only_order = ClickPromptRanker(checkpoint, order_weight=0.0).rank(_ctx(user, history, candidates, movie_metas))
     assert [i.movie_id for i in only_order.items] == candidates and only_order.meta["fused_with"] == "order"
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         ClickPromptRanker(checkpoint, base_weight=1.5)

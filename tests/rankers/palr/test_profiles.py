@@ -279,8 +279,9 @@ def test_rerank_spark_writes_what_run_rerank_writes(host, spark, model, tmp_path
     with BridgeClient(host.settings.bridge) as client:
         users = client.user_ids()[:10] + [999_999]  # and one the host does not know
         # Short prompts: fewer movie texts for the local backend's MiniLM to embed in each of three processes.
+        # A configured fusion weight: the LLM takes part in every user's order (an uncalibrated one would not).
         settings = host.settings.replace(store={"dir": tmp_path / "a"},
-                                         llm={"rank_k": 12, "rank_top_n": 6, "history_items": 12})
+                                         llm={"rank_k": 12, "rank_top_n": 6, "history_items": 12, "fusion_weight": 1.0})
         (tmp_path / "a").mkdir()
         if model == "llm":  # stored profiles: the ranker then asks the backend only to rank
             assert run_profiles(settings, users=users, spark=spark, progress=False).written == 10

@@ -269,10 +269,10 @@ def test_the_local_backend_is_driven_one_user_at_a_time(local_backend, monkeypat
 
 
 def test_from_settings_builds_the_configured_ranker(tmp_path):
-    ranker = from_settings(Settings().replace(llm={"backend": "local-minilm"}), FileStore(tmp_path))
+    ranker = from_settings(Settings().replace(llm={"backend": "local-minilm"}), FileStore(tmp_path), None)
     assert ranker.backend == "local-minilm" and ranker.version == "palr-v2" and ranker.store.root == tmp_path
-    assert (ranker.base, ranker.base_k) == (Settings.base, Settings.base_k)
-    settings = Settings().replace(llm={"backend": "local-minilm", "history_items": 7, "rank_k": 30, "rank_top_n": 5})
-    ranker = from_settings(settings, None)
+    settings = Settings().replace(base=None, llm={"backend": "local-minilm", "history_items": 7, "rank_k": 30,
+                                                  "rank_top_n": 5})
+    ranker = from_settings(settings, None, None)
     assert ranker.prompts.history_items == 7 and (ranker.k, ranker.top_n) == (30, 5)
     assert make_ranker("llm", settings, None).name == "llm"
