@@ -22,6 +22,9 @@ __all__ = ["RANKERS", "RERANKERS", "PREPARE_STEPS", "resolve", "make_ranker", "m
 RERANKERS: dict[str, str] = {
     "llm": "sparrow_llm.rankers.palr.ranker:from_settings",
     "clickprompt": "sparrow_llm.rankers.clickprompt.ranker:from_settings",
+    # The learned stage (LightGBM LambdaRank over the base's top K), without and with the LLM's features.
+    "ltr": "sparrow_llm.rankers.ltr.ranker:ltr_ranker",
+    "llm-ltr": "sparrow_llm.rankers.ltr.ranker:llm_ltr_ranker",
 }
 
 # Rankers on their own: model name -> "module:factory"; factory(settings, store) -> Ranker. The store is where
@@ -47,6 +50,8 @@ PREPARE_STEPS: dict[str, str] = {
     "ease": "sparrow_llm.rankers.retrieval.checkpoint:prepare_ease",
     "ease-recent": "sparrow_llm.rankers.retrieval.checkpoint:prepare_ease_recent",
     "sasrec": "sparrow_llm.rankers.retrieval.checkpoint:prepare_sasrec",
+    "ltr": "sparrow_llm.rankers.ltr.train:prepare_ltr",
+    "llm-ltr": "sparrow_llm.rankers.ltr.train:prepare_llm_ltr",
 }
 
 

@@ -18,7 +18,7 @@ from ..fusion import Calibration
 from ..llm.local_lm import LocalLMBackend
 from .prompts import Prompts
 
-__all__ = ["checkpoint_dir", "base_key", "load_calibration", "save_calibration", "serving_model", "Serving",
+__all__ = ["checkpoint_dir", "model_key", "base_key", "load_calibration", "save_calibration", "serving_model", "Serving",
            "ADAPTER", "ADAPTER_WEIGHTS", "ZERO_SHOT", "FINETUNED"]
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file name
 ZERO_SHOT, FINETUNED = "zero-shot", "finetuned"
 
 
-def _model_key(source: Path) -> str:
+def model_key(source: Path) -> str:
     files = [source] if source.is_file() else sorted(source.glob("*.safetensors")) + [source / "config.json"]
     return file_hash(*files)[:12]
 
@@ -42,7 +42,7 @@ def base_key(base: Ranker | None) -> str:
 def checkpoint_dir(settings: Settings, llm: LocalLMBackend, prompts: Prompts, base: str) -> Path:
     """Where the adapter and the fusion weights of this model, data folder, prompt version, K and base
     (`base_key`) are kept."""
-    key = (f"{_model_key(llm.source)}-{data_key(settings.host.data_webroot)}-{prompts.version}"
+    key = (f"{model_key(llm.source)}-{data_key(settings.host.data_webroot)}-{prompts.version}"
            f"-k{settings.llm.verbalizer_k}-{base}")
     return settings.llm.models_dir / "palr" / key
 

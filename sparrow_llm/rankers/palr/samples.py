@@ -43,7 +43,8 @@ from ...spark import read_movies, read_ratings, session, task_progress
 from ..base import Ranker
 from .profiles import movie_metas, user_histories
 
-__all__ = ["ChoiceSample", "SampleOptions", "build_samples", "item_vectors", "MIN_PRIOR", "TRAIN", "VALID"]
+__all__ = ["ChoiceSample", "SampleOptions", "build_samples", "target_rows", "base_folder", "cut_folder", "item_vectors",
+           "MIN_PRIOR", "TRAIN", "VALID"]
 
 MIN_PRIOR = 5
 TRAIN, VALID = "train", "valid"
@@ -174,10 +175,15 @@ def base_folder(settings: Settings, rows: Sequence[Row]) -> Path:
     target and the rest of its user's ratings from that second on; movies and item2vec vectors linked. Kept
     under the models folder by the data folder's content key."""
     webroot = settings.host.data_webroot
-    folder = settings.llm.models_dir / "palr" / "base-data" / data_key(webroot)
+    cut = {int(r[COL_USER]): int(r[COL_TIMESTAMP]) for r in rows if r["split"] == VALID}
+    return cut_folder(webroot, settings.llm.models_dir / "palr" / "base-data" / data_key(webroot), cut)
+
+
+def cut_folder(webroot: Path, folder: Path, cut: Mapping[int, int]) -> Path:
+    """`folder`, made once: `webroot`'s ratings without the ratings each user of `cut` made at or after their
+    timestamp there; movies and item2vec vectors linked. Built in a temporary folder renamed into place."""
     if (folder / RATINGS_CSV).is_file():
         return folder
-    cut = {int(r[COL_USER]): int(r[COL_TIMESTAMP]) for r in rows if r["split"] == VALID}
     ratings = pd.read_csv(webroot / RATINGS_CSV)
     ends = ratings[COL_USER].map(cut).fillna(np.inf)
     # Published whole (`publish.staged_folder`); a process that made the same folder first keeps its own.
@@ -191,12 +197,10 @@ def base_folder(settings: Settings, rows: Sequence[Row]) -> Path:
     return folder
 
 
-def build_samples(settings: Settings, options: SampleOptions = SampleOptions(), *,
-                  base_for: Callable[[Settings], Ranker | None] | None = None, master: str = "local[*]",
-                  spark: SparkSession | None = None, progress: bool = True) -> list[ChoiceSample]:
-    """The choice samples of the data folder (`settings.host.data_webroot`), training ones first. `base_for`
-    gives the base ranker (a ranker of the whole catalogue from a user's ratings) of a data folder's settings;
-    its top K of each history are the candidates, else the host's order."""
+def target_rows(settings: Settings, options: SampleOptions, *, master: str = "local[*]",
+                spark: SparkSession | None = None, progress: bool = True) -> tuple[list[Row], dict[int, MovieMeta]]:
+    """The chosen targets of the data folder (Spark): one row per sample with userId, split, target, timestamp
+    (the target's second) and the whole history before it; and every movie's `MovieMeta`."""
     webroot = settings.host.data_webroot
     with session(spark, master, "sparrow-llm-choice-samples") as spark:
         with task_progress(spark, "choice samples", progress):
@@ -207,9 +211,19 @@ def build_samples(settings: Settings, options: SampleOptions = SampleOptions(), 
                               random.Random(options.seed).sample(users, min(options.valid_users, len(users))))
             rows = spark.createDataFrame(user_histories(ratings_df).rdd.mapPartitions(
                 partial(_user_targets, valid, options.train_per_user, frozenset(movies))), _SCHEMA).collect()
+    return rows, movies
+
+
+def build_samples(settings: Settings, options: SampleOptions = SampleOptions(), *,
+                  base_for: Callable[[Settings], Ranker | None] | None = None, master: str = "local[*]",
+                  spark: SparkSession | None = None, progress: bool = True) -> list[ChoiceSample]:
+    """The choice samples of the data folder (`settings.host.data_webroot`), training ones first. `base_for`
+    gives the base ranker (a ranker of the whole catalogue from a user's ratings) of a data folder's settings;
+    its top K of each history are the candidates, else the host's order."""
+    rows, movies = target_rows(settings, options, master=master, spark=spark, progress=progress)
     base = None if base_for is None else base_for(settings.replace(host={"data_dir": base_folder(settings, rows)}))
     try:
-        proposals = _propose(rows, base, options.k, movies, item_vectors(webroot) if base is None else {})
+        proposals = _propose(rows, base, options.k, movies, item_vectors(settings.host.data_webroot) if base is None else {})
     finally:
         if base is not None:
             base.close()

@@ -1,0 +1,164 @@
+"""Training the learned stage: LightGBM LambdaRank on the training groups, early stopping on the validation users,
+then the fusion weight of its score with the base's (`fusion.choose_weight`: above 0 only on a significant gain).
+
+The model is kept in `<work dir>/ltr/<key>/`, the key naming everything it depends on: the data folder's content,
+the base, K, the feature set and, with the LLM's features, the knowledge vectors' key (the local model's content
+and the data's). It holds LightGBM's own text format (`model.txt`), `config.json` (feature names, K, base, keys,
+the fusion calibration) and `training.json` (validation NDCG@10, cost). Training runs in a temporary folder
+renamed into place, as the retrieval checkpoints are.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ...config import Settings
+from ...datafolder import data_key
+from ...meter import measure
+from ..fusion import Calibration, choose_weight
+from .features import feature_names
+from .knowledge import knowledge_dir, knowledge_key, load_knowledge, run_knowledge
+from .samples import COL_BASE, COL_GROUP, COL_LABEL, COL_SPLIT, TRAIN, VALID, LtrOptions, build_groups
+
+__all__ = ["LtrConfig", "model_dir", "is_model", "train_model", "prepare", "read_config", "MODEL_FILE",
+           "CONFIG_FILE", "TRAINING_FILE", "EARLY_STOPPING",
+           "prepare_ltr", "prepare_llm_ltr"]
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE, CONFIG_FILE, TRAINING_FILE = "model.txt", "config.json", "training.json"
+EARLY_STOPPING = 30  # rounds without a validation NDCG@10 gain
+_PARAMS = dict(objective="lambdarank", n_estimators=500, learning_rate=0.05, num_leaves=15, min_child_samples=20,
+               subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0, n_jobs=2, verbose=-1)
+
+
+@dataclass(frozen=True)
+class LtrConfig:
+    features: tuple[str, ...]
+    k: int
+    base: str
+    data_key: str
+    knowledge_key: str | None  # None: without the LLM's features
+    calibration: dict  # `Calibration.to_json()`
+
+    @property
+    def weight(self) -> float:
+        return Calibration.from_json(self.calibration).weight
+
+
+def read_config(directory: Path) -> LtrConfig:
+    data = json.loads((directory / CONFIG_FILE).read_text())
+    return LtrConfig(**{**data, "features": tuple(data["features"])})
+
+
+def model_dir(settings: Settings, llm: bool, k: int) -> Path:
+    """The folder of the module docstring for the settings' data folder and base."""
+    names = feature_names(llm)
+    digest = hashlib.sha256(",".join(names).encode()).hexdigest()[:8]
+    knowledge = knowledge_key(settings) if llm else "nollm"
+    return (settings.host.work_dir / "ltr" /
+            f"{data_key(settings.host.data_webroot)}-{settings.base}-k{k}-{digest}-{knowledge}")
+
+
+def is_model(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in (MODEL_FILE, CONFIG_FILE, TRAINING_FILE))
+
+
+def _group_rows(groups: pd.DataFrame, column: str | np.ndarray) -> list[np.ndarray]:
+    values = groups[column].to_numpy() if isinstance(column, str) else column
+    bounds = np.flatnonzero(np.diff(groups[COL_GROUP].to_numpy())) + 1
+    return np.split(values, bounds) if len(values) else []
+
+
+def _fit(groups: pd.DataFrame, names: Sequence[str], seed: int):
+    import lightgbm as lgb
+
+    train, valid = groups[groups[COL_SPLIT] == TRAIN], groups[groups[COL_SPLIT] == VALID]
+    # Early stopping reads the validation groups whose target is in the window (the others score 0 for any order).
+    stop_on = valid[valid.groupby(COL_GROUP)[COL_LABEL].transform("max") > 0]
+    if not len(train) or not len(stop_on):
+        raise ValueError(f"too few samples to train on: {train[COL_GROUP].nunique()} training groups, "
+                         f"{stop_on[COL_GROUP].nunique()} validation groups with their target in the window")
+    model = lgb.LGBMRanker(**_PARAMS, random_state=seed)
+    model.fit(train[list(names)], train[COL_LABEL], group=train.groupby(COL_GROUP, sort=False).size().to_numpy(),
+              eval_X=(stop_on[list(names)],), eval_y=(stop_on[COL_LABEL],),
+              eval_group=[stop_on.groupby(COL_GROUP, sort=False).size().to_numpy()], eval_at=[10],
+              callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)])
+    return model
+
+
+def _targets(groups: pd.DataFrame) -> list[int]:
+    """Each group's index of its target, -1 when it is not there."""
+    return [int(np.argmax(labels)) if labels.max() > 0 else -1 for labels in _group_rows(groups, COL_LABEL)]
+
+
+def train_model(settings: Settings, *, llm: bool, options: LtrOptions | None = None, master: str = "local[*]",
+                progress: bool = True) -> tuple[Path, bool]:
+    """The model's folder, trained now when missing; whether it trained."""
+    options = options or LtrOptions(seed=settings.seed)
+    dest = model_dir(settings, llm, options.k)
+    if is_model(dest):
+        return dest, False
+    names = feature_names(llm)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".ltr-", dir=dest.parent))
+    try:
+        with measure() as cost:
+            knowledge = None
+            if llm:
+                log.info("%s", run_knowledge(settings, master=master, progress=progress).line())
+                knowledge = load_knowledge(knowledge_dir(settings))
+            groups = build_groups(settings, options, names, base=settings.base, knowledge=knowledge, master=master,
+                                  progress=progress)
+            model = _fit(groups, names, options.seed)
+            valid = groups[groups[COL_SPLIT] == VALID]
+            scores = model.predict(valid[list(names)]) if len(valid) else np.zeros(0)
+            calibration = choose_weight(_group_rows(valid, scores), _group_rows(valid, COL_BASE), _targets(valid),
+                                        seed=options.seed)
+        config = LtrConfig(names, options.k, settings.base, data_key(settings.host.data_webroot),
+                           knowledge_key(settings) if llm else None, calibration.to_json())
+        model.booster_.save_model(str(staging / MODEL_FILE))
+        (staging / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2))
+        train = groups[groups[COL_SPLIT] == TRAIN]
+        info = {"options": asdict(options), "train_groups": int(train[COL_GROUP].nunique()),
+                "valid_groups": int(valid[COL_GROUP].nunique()), "best_iteration": int(model.best_iteration_ or 0),
+                "valid_ndcg10": {"base": calibration.base_ndcg, "ltr": calibration.reranker_ndcg,
+                                 "served": calibration.table[calibration.weight]},
+                "weight": calibration.weight, "gain_over_base": calibration.gain,
+                "train_s": cost.seconds, "peak_gib": cost.peak_gib}
+        (staging / TRAINING_FILE).write_text(json.dumps(info, indent=2))
+        try:
+            os.replace(staging, dest)
+        except OSError:
+            if not is_model(dest):  # else another process finished the same training first: keep theirs
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("ltr: trained %s in %.1f s", dest, cost.seconds)
+    return dest, True
+
+
+def prepare(settings: Settings, progress: bool = True, make_base=None, *, llm: bool) -> str:
+    """The preparation step of `ltr` / `llm-ltr` (knowledge vectors, samples, training): one summary line."""
+    path, trained = train_model(settings, llm=llm, progress=progress)
+    info = json.loads((path / TRAINING_FILE).read_text())
+    ndcg = info["valid_ndcg10"]
+    return (f"{'llm-ltr' if llm else 'ltr'}: {'trained' if trained else 'reusing'} {path} (validation NDCG@10 on "
+            f"{info['valid_groups']} users: base {ndcg['base']:.4f}, ltr {ndcg['ltr']:.4f}, served {ndcg['served']:.4f}"
+            f" at weight {info['weight']:g}; {info['train_groups']} training groups, {info['train_s']:.1f} s, "
+            f"peak {info['peak_gib']:.2f} GiB)")
+
+
+prepare_ltr = partial(prepare, llm=False)
+prepare_llm_ltr = partial(prepare, llm=True)
