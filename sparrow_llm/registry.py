@@ -82,7 +82,7 @@ def make_base(settings: Settings, store: Store | None = None) -> Ranker | None:
 
 def make_ranker(name: str, settings: Settings, store: Store | None = None, **options: Any) -> Ranker:
     """The ranker served as `name`: a ranker on its own, or a reranker composed over the configured base
-    (`Reranked(base, reranker, settings.base_k)`); `options` go to the factory (e.g. a ClickPrompt checkpoint).
+    (`Reranked(base, reranker, K)`, K the reranker's `window`, else `settings.base_k`); `options` go to the factory (e.g. a ClickPrompt checkpoint).
     Close it when done (`Ranker.close`)."""
     if name in RERANKERS:
         base = make_base(settings, store)
@@ -92,7 +92,7 @@ def make_ranker(name: str, settings: Settings, store: Store | None = None, **opt
             if base is not None:
                 base.close()
             raise
-        return reranker if base is None else Reranked(base, reranker, settings.base_k)
+        return reranker if base is None else Reranked(base, reranker, getattr(reranker, "window", None) or settings.base_k)
     try:
         target = RANKERS[name]
     except KeyError:

@@ -35,6 +35,7 @@ class BaseRanker:
     version: str
     needs_emb = False
     candidate_source = "host"  # what the bridge recalls for it
+    window: int | None = None  # a reranker: how many of its base's top it reranks (None: `Settings.base_k`)
 
     def rank(self, ctx: UserContext) -> Ranking | None:
         raise NotImplementedError

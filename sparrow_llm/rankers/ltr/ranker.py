@@ -69,7 +69,7 @@ class LtrRanker(BaseRanker):
         self.name, self.booster, self.config, self.sources, self.version = name, booster, config, sources, version
         self.names = list(config.features)
         self.weight = config.weight
-        self.base, self.base_k = config.base, config.k
+        self.window = config.k  # the base's top K it was trained on
 
     def rank(self, ctx: UserContext) -> Ranking | None:
         return self.rank_many([ctx])[0]

@@ -28,7 +28,8 @@ final class BridgeConfig {
      * replaces this list.
      */
     static final List<String> BUILT_IN_MODELS = Collections.unmodifiableList(
-            Arrays.asList("recent", "llm", "clickprompt", "popularity", "ease", "ease-recent", "sasrec"));
+            Arrays.asList("recent", "llm", "clickprompt", "popularity", "ease", "ease-recent", "sasrec", "ltr",
+                    "llm-ltr"));
     static final int DEFAULT_REDIS_TIMEOUT_MS = 300;
     static final int DEFAULT_MAX_RECORD_BYTES = 1024 * 1024;
     /**
