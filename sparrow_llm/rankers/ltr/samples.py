@@ -57,7 +57,7 @@ def load_scorers(settings: Settings, *, progress: bool = False) -> tuple[Catalog
     scorers = {}
     for model in RETRIEVAL_MODELS:
         directory, _ = prepare_model(settings, model, progress=progress)
-        scorers[model] = LinearModel.load(directory)
+        scorers[model] = LinearModel.from_pretrained(directory)
         if len(scorers[model].movie_ids) != len(catalogue):
             raise ConfigError(f"{directory} was trained on another catalogue than {settings.host.data_webroot}'s")
     return catalogue, scorers
