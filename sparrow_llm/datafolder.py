@@ -11,12 +11,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Mapping
+
+import numpy as np
 import pandas as pd
 
 from .config import ConfigError
-from .schema import COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_USER, LIKED_RATING, MOVIES_CSV, RATINGS_CSV
+from .publish import staged_folder
+from .schema import (COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_USER, ITEM_EMB_CSV, LIKED_RATING, MOVIES_CSV,
+                     RATINGS_CSV)
 
-__all__ = ["data_key", "file_hash", "read_data_folder", "Holdout", "leave_last_out", "MIN_HISTORY"]
+__all__ = ["data_key", "file_hash", "read_data_folder", "Holdout", "leave_last_out", "cut_folder", "MIN_HISTORY"]
 
 # The evaluation's (and the retrieval models' validation's) least history a user needs before the hidden movie.
 MIN_HISTORY = 5
@@ -82,3 +87,21 @@ def leave_last_out(ratings: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, Holdo
     holdouts = {int(u): Holdout(int(u), int(row[COL_MOVIE]), int(row[COL_TIMESTAMP]), int(sizes.get(u, 0)))
                 for u, row in last.iterrows()}
     return reduced, holdouts
+
+
+def cut_folder(webroot: Path, folder: Path, cut: Mapping[int, int]) -> Path:
+    """`folder`, made once: `webroot`'s ratings without the ratings each user of `cut` made at or after their
+    timestamp there; movies and item2vec vectors linked. Built in a temporary folder renamed into place."""
+    if (folder / RATINGS_CSV).is_file():
+        return folder
+    ratings = pd.read_csv(webroot / RATINGS_CSV)
+    ends = ratings[COL_USER].map(cut).fillna(np.inf)
+    # Published whole (`publish.staged_folder`); a process that made the same folder first keeps its own.
+    with staged_folder(folder, keep_existing=lambda f: (f / RATINGS_CSV).is_file()) as staging:
+        (staging / RATINGS_CSV).parent.mkdir(parents=True)
+        ratings[ratings[COL_TIMESTAMP] < ends].to_csv(staging / RATINGS_CSV, index=False)
+        for rel in (MOVIES_CSV, ITEM_EMB_CSV):
+            if (webroot / rel).is_file():
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                (staging / rel).symlink_to((webroot / rel).resolve())
+    return folder

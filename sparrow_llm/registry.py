@@ -7,7 +7,7 @@ Spark, zhipuai) load only for the models that need them.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import Any
 
 from .config import ConfigError, Settings
 from .rankers.base import Ranker
@@ -45,7 +45,7 @@ RANKERS: dict[str, str] = {
 # without the hidden ratings): PALR's fusion weight or profiles, ClickPrompt's checkpoint, the retrieval models.
 PREPARE_STEPS: dict[str, str] = {
     "llm": "sparrow_llm.rankers.palr.tuning:prepare",
-    "clickprompt": "sparrow_llm.rankers.clickprompt.checkpoint:prepare",
+    "clickprompt": "sparrow_llm.rankers.clickprompt.tuning:prepare",
     "popularity": "sparrow_llm.rankers.retrieval.checkpoint:prepare_popularity",
     "ease": "sparrow_llm.rankers.retrieval.checkpoint:prepare_ease",
     "ease-recent": "sparrow_llm.rankers.retrieval.checkpoint:prepare_ease_recent",

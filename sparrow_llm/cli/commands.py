@@ -72,9 +72,10 @@ def validation(args) -> dict:
 
 
 def cp_prepare(args, settings: Settings) -> int:
-    from ..rankers.clickprompt.checkpoint import prepare
+    from ..rankers.clickprompt.tuning import prepare
+    from ..registry import make_base
 
-    print(prepare(settings, progress=not args.no_progress))
+    print(prepare(settings, not args.no_progress, make_base))
     return 0
 
 

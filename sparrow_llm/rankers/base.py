@@ -7,7 +7,7 @@ import numpy as np
 
 from ..domain import Ranking, UserContext
 
-__all__ = ["Ranker", "BaseRanker", "unit_rows"]
+__all__ = ["Ranker", "BaseRanker", "base_key", "unit_rows"]
 
 
 class Ranker(Protocol):
@@ -45,6 +45,12 @@ class BaseRanker:
 
     def close(self) -> None:
         """Nothing to release by default."""
+
+
+def base_key(base: Ranker | None) -> str:
+    """What a reranker's tuned artefact (an adapter, a fusion weight) depends on of the base it was tuned over: its
+    version (name and checkpoint content), `host` for the host's candidates."""
+    return "host" if base is None else base.version
 
 
 def unit_rows(m: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from .configuration import ClickPromptConfig
 from .ranking import NegativeSampling, prepare_ranking_data, with_text
 from .train import FitResult, TrainOptions, finetune, pretrain
 
-__all__ = ["checkpoint_version", "default_checkpoint", "prepare_clickprompt", "prepare", "serving_checkpoint",
+__all__ = ["checkpoint_version", "default_checkpoint", "prepare_clickprompt", "serving_checkpoint", "is_checkpoint",
            "train_recipe", "Recipe", "RECIPES", "CHECKPOINTS_DIR", "TRAINING_FILE"]
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def default_checkpoint(settings: Settings, *, quick: bool = True) -> Path:
             / RECIPES[quick].name)
 
 
-def _is_checkpoint(path: Path) -> bool:
+def is_checkpoint(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
 
 
@@ -116,13 +116,13 @@ def prepare_clickprompt(settings: Settings, *, checkpoint: Path | str | None = N
     or `checkpoint`) by `RECIPES[quick]`. Training happens in a temporary folder renamed into place, so an
     interrupted run leaves nothing that a later call would take for a checkpoint."""
     dest = Path(checkpoint) if checkpoint is not None else default_checkpoint(settings, quick=quick)
-    if _is_checkpoint(dest):
+    if is_checkpoint(dest):
         return dest
     recipe = RECIPES[quick]
     started = time.perf_counter()
     ratings, movies = read_data_folder(settings.host.data_webroot)
     # Published whole (`publish.staged_folder`); a process that finished the same training first keeps its model.
-    with staged_folder(dest, keep_existing=_is_checkpoint) as staging:
+    with staged_folder(dest, keep_existing=is_checkpoint) as staging:
         with torch_threads(threads):
             fit, info = train_recipe(ratings, movies, recipe, staging / _WORK, seed=settings.seed, progress=progress)
         (fit.checkpoint / TRAINING_FILE).write_text(json.dumps({
@@ -138,21 +138,6 @@ def prepare_clickprompt(settings: Settings, *, checkpoint: Path | str | None = N
     return dest
 
 
-def prepare(settings: Settings, progress: bool = True, *, quick: bool = True) -> str:
-    """`sparrow-llm clickprompt prepare`, and the model's preparation step (the registry's) in the demo and the evaluation:
-    `prepare_clickprompt` for the data folder, saying whether it trained or reused the checkpoint."""
-    started = time.perf_counter()
-    existed = _is_checkpoint(default_checkpoint(settings, quick=quick))
-    path = prepare_clickprompt(settings, quick=quick, progress=progress)
-    if existed:
-        line = f"clickprompt: reusing {path}"
-    else:
-        info = json.loads((path / TRAINING_FILE).read_text())
-        line = (f"clickprompt: trained {path} on {info['train_samples']} samples in {time.perf_counter() - started:.0f} s "
-                f"(validation: NDCG@10 {info['valid_ndcg']:.4f} over {info['valid_users']} users, AUC {info['valid_auc']:.4f})")
-    return line
-
-
 def serving_checkpoint(settings: Settings, checkpoint: Path | str | None = None) -> Path:
     """`checkpoint`, else the data folder's full checkpoint, else its quick one; a clear error when it does not
     exist. Finds the folder without loading the model."""
@@ -160,8 +145,8 @@ def serving_checkpoint(settings: Settings, checkpoint: Path | str | None = None)
         path = Path(checkpoint)
     else:
         path = next((p for p in (default_checkpoint(settings, quick=False), default_checkpoint(settings))
-                     if _is_checkpoint(p)), default_checkpoint(settings))
-    if not _is_checkpoint(path):
+                     if is_checkpoint(p)), default_checkpoint(settings))
+    if not is_checkpoint(path):
         raise ConfigError(
             f"no ClickPrompt checkpoint at {path} (for the data folder {settings.host.data_webroot}); train one "
             "with `sparrow-llm clickprompt prepare` (~3 min), or `sparrow-llm clickprompt pretrain` then "

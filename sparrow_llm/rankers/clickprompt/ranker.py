@@ -2,6 +2,7 @@
 (`rankers.fusion`) with the ranking the candidates came with: the base ranker's scores, or else the host's order."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -12,6 +13,7 @@ from ...domain import RankedItem, Ranking, UserContext
 from ...store import Store
 from ..base import BaseRanker, Ranker
 from ..fusion import fuse, window_base_scores
+from .tuning import load_calibration, logits
 from .checkpoint import checkpoint_version, serving_checkpoint
 from .schema import VOCAB_MOVIE, VOCAB_USER
 from .score import ClickPromptScorer
@@ -19,11 +21,14 @@ from .score import ClickPromptScorer
 __all__ = ["ClickPromptRanker", "from_settings", "BASE_WEIGHT", "ORDER_WEIGHT"]
 
 # The CTR model's share in `fusion.fuse` (the reranker's weight), chosen on validation users (the best NDCG@10
-# of bench/bench_clickprompt_ranking.py): against the base ranker's scores when the candidates carry them,
-# else against the candidates' own order (the host's), scored by position as NDCG discounts it.
+# of bench/bench_clickprompt_ranking.py): against the base ranker's scores when the candidates carry them (the
+# served ranker's is chosen per checkpoint and base, `tuning`), else against the candidates' own order (the
+# host's), scored by position as NDCG discounts it.
 BASE_WEIGHT = 0.25
 ORDER_WEIGHT = 0.9
 _UNSEEN = "; movie new to the model"
+
+log = logging.getLogger(__name__)
 
 
 class ClickPromptRanker(BaseRanker):
@@ -74,9 +79,8 @@ class ClickPromptRanker(BaseRanker):
 
     def _ranking(self, ctx: UserContext, candidates: list[int], probs: np.ndarray) -> Ranking:
         weight, source = (self.base_weight, "base") if ctx.base_scores else (self.order_weight, "order")
-        logits = np.log(np.clip(probs, 1e-12, None)) - np.log(np.clip(1.0 - probs, 1e-12, None))
         # Rounded before sorting, so equal stored scores are exactly the ties that keep the candidates' order.
-        scores = np.round(fuse(logits, window_base_scores(candidates, ctx.base_scores), weight), 6)
+        scores = np.round(fuse(logits(probs), window_base_scores(candidates, ctx.base_scores), weight), 6)
         order = np.argsort(-scores, kind="stable")
         # Python floats and no call per item: ~700 items a user cost as much as scoring them otherwise.
         ids, stored, shown = np.asarray(candidates)[order].tolist(), scores[order].tolist(), np.round(probs[order], 6).tolist()
@@ -94,7 +98,14 @@ def from_settings(settings: Settings, store: Store | None, base: Ranker | None, 
                   max_candidates: int | None = None, weight: float | None = None) -> ClickPromptRanker:
     """The registry's factory of the `clickprompt` reranker over `serving_checkpoint` (the registry composes it
     with `base`; the model keeps no cache, so the store is not used). `weight`: the CTR model's share in the
-    fusion, with a base and without (default: `BASE_WEIGHT`, `ORDER_WEIGHT`)."""
+    fusion; by default the one chosen on validation users for this checkpoint and base (`tuning`), or the
+    base's order (0) when none was chosen; without a base, `ORDER_WEIGHT`."""
+    path = serving_checkpoint(settings, checkpoint)
+    if weight is None and base is not None:
+        calibration = load_calibration(settings, path, base)
+        if calibration is None:
+            log.warning("clickprompt: no fusion weight chosen for %s over %s (run `sparrow-llm clickprompt prepare`): "
+                        "serving the base's order", path.name, base.name)
+        weight = 0.0 if calibration is None else calibration.weight
     weights = {} if weight is None else {"base_weight": weight, "order_weight": weight}
-    return ClickPromptRanker(serving_checkpoint(settings, checkpoint), use_plm=use_plm, max_candidates=max_candidates,
-                             **weights)
+    return ClickPromptRanker(path, use_plm=use_plm, max_candidates=max_candidates, **weights)

@@ -5,7 +5,7 @@ The targets are PALR's choice samples' (`palr.samples.target_rows`): per user, r
 target for the others, and up to `train_per_user` earlier ones are training targets. Each target is proposed as an unseen movie would be at
 serving: a target's *level* is its place from the user's end (0: the validation target, 1: the latest training
 target, ...), and the base and every retrieval feature model of level L are trained on a copy of the data folder
-without each user's level-L target and anything that user rated from that second on (`palr.samples.cut_folder`).
+without each user's level-L target and anything that user rated from that second on (`datafolder.cut_folder`).
 (PALR's samples train one base without the validation targets only, so that base has seen every training target.)
 
 A group is the level's base's top K for the history before the target, label 1 for the target; the features
@@ -26,10 +26,10 @@ import pandas as pd
 from pyspark.sql import SparkSession
 
 from ...config import ConfigError, Settings
-from ...datafolder import data_key, read_data_folder
+from ...datafolder import cut_folder, data_key, read_data_folder
 from ...domain import UserRating
 from ...schema import COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_USER
-from ..palr.samples import TRAIN, VALID, SampleOptions, cut_folder, item_vectors, target_rows
+from ..palr.samples import TRAIN, VALID, SampleOptions, item_vectors, target_rows
 from ..retrieval.checkpoint import prepare_model
 from ..retrieval.interactions import Catalogue, History
 from ..retrieval.linear import LinearModel

@@ -13,12 +13,11 @@ from pathlib import Path
 
 from ...config import ConfigError, Settings
 from ...datafolder import data_key, file_hash
-from ..base import Ranker
 from ..fusion import Calibration
 from ..llm.local_lm import LocalLMBackend
 from .prompts import Prompts
 
-__all__ = ["checkpoint_dir", "model_key", "base_key", "load_calibration", "save_calibration", "serving_model", "Serving",
+__all__ = ["checkpoint_dir", "model_key", "load_calibration", "save_calibration", "serving_model", "Serving",
            "ADAPTER", "ADAPTER_WEIGHTS", "ZERO_SHOT", "FINETUNED"]
 
 log = logging.getLogger(__name__)
@@ -33,15 +32,9 @@ def model_key(source: Path) -> str:
     return file_hash(*files)[:12]
 
 
-def base_key(base: Ranker | None) -> str:
-    """What an adapter or a fusion weight depends on of the base it was tuned over: its version (name and
-    checkpoint content), `host` for the host's candidates."""
-    return "host" if base is None else base.version
-
-
 def checkpoint_dir(settings: Settings, llm: LocalLMBackend, prompts: Prompts, base: str) -> Path:
     """Where the adapter and the fusion weights of this model, data folder, prompt version, K and base
-    (`base_key`) are kept."""
+    (`rankers.base.base_key`) are kept."""
     key = (f"{model_key(llm.source)}-{data_key(settings.host.data_webroot)}-{prompts.version}"
            f"-k{settings.llm.verbalizer_k}-{base}")
     return settings.llm.models_dir / "palr" / key

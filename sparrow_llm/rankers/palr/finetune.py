@@ -32,11 +32,11 @@ from ...datafolder import data_key
 from ...progress import progress_bar
 from ...publish import staged_folder
 from ...training import EarlyStopping
-from ..base import Ranker
+from ..base import Ranker, base_key
 from ..llm.base import make_backend
 from ..llm.local_lm import LocalLMBackend, chat_texts, converted_model, option_logits, option_token_ids
 from ..fusion import Calibration, choose_weight, window_base_scores
-from .checkpoint import ADAPTER, FINETUNED, ZERO_SHOT, base_key, checkpoint_dir, load_calibration, save_calibration
+from .checkpoint import ADAPTER, FINETUNED, ZERO_SHOT, checkpoint_dir, load_calibration, save_calibration
 from .prompts import OPTION_LABELS, Prompts
 from .samples import TRAIN, VALID, ChoiceSample, SampleOptions, build_samples
 

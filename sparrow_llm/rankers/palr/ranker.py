@@ -27,11 +27,11 @@ import numpy as np
 from ...config import Settings
 from ...domain import MovieMeta, Profile, RankedItem, Ranking, UserContext, UserHistory, UserRating
 from ...store import Store, StoreError
-from ..base import BaseRanker, Ranker
+from ..base import BaseRanker, Ranker, base_key
 from ..fusion import fuse, window_base_scores
 from ..llm.base import Backend, Completion, LabelScorer, LLMError, make_backend
 from ..llm.local_lm import LocalLMBackend
-from .checkpoint import base_key, serving_model
+from .checkpoint import serving_model
 from .parsing import PARSE_FALLBACK, PARSE_OK, parse_ranking
 from .prompts import OPTION_LABELS, PromptRequest, Prompts, Rated
 from .reasons import ReasonChecker, data_reason

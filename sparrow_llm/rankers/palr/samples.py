@@ -30,20 +30,18 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 from pyspark.sql import Row, SparkSession
 from pyspark.sql.types import ArrayType, DoubleType, LongType, StringType, StructField, StructType
 
 from ...config import Settings
-from ...datafolder import data_key
+from ...datafolder import cut_folder, data_key
 from ...domain import MovieMeta, Rated, UserContext, UserRating
-from ...publish import staged_folder
 from ...schema import COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_USER, ITEM_EMB_CSV, LIKED_RATING, MOVIES_CSV, RATINGS_CSV
 from ...spark import read_movies, read_ratings, session, task_progress
 from ..base import Ranker
 from .profiles import movie_metas, user_histories
 
-__all__ = ["ChoiceSample", "SampleOptions", "build_samples", "target_rows", "base_folder", "cut_folder", "item_vectors",
+__all__ = ["ChoiceSample", "SampleOptions", "build_samples", "target_rows", "base_folder", "item_vectors",
            "MIN_PRIOR", "TRAIN", "VALID"]
 
 MIN_PRIOR = 5
@@ -177,24 +175,6 @@ def base_folder(settings: Settings, rows: Sequence[Row]) -> Path:
     webroot = settings.host.data_webroot
     cut = {int(r[COL_USER]): int(r[COL_TIMESTAMP]) for r in rows if r["split"] == VALID}
     return cut_folder(webroot, settings.llm.models_dir / "palr" / "base-data" / data_key(webroot), cut)
-
-
-def cut_folder(webroot: Path, folder: Path, cut: Mapping[int, int]) -> Path:
-    """`folder`, made once: `webroot`'s ratings without the ratings each user of `cut` made at or after their
-    timestamp there; movies and item2vec vectors linked. Built in a temporary folder renamed into place."""
-    if (folder / RATINGS_CSV).is_file():
-        return folder
-    ratings = pd.read_csv(webroot / RATINGS_CSV)
-    ends = ratings[COL_USER].map(cut).fillna(np.inf)
-    # Published whole (`publish.staged_folder`); a process that made the same folder first keeps its own.
-    with staged_folder(folder, keep_existing=lambda f: (f / RATINGS_CSV).is_file()) as staging:
-        (staging / RATINGS_CSV).parent.mkdir(parents=True)
-        ratings[ratings[COL_TIMESTAMP] < ends].to_csv(staging / RATINGS_CSV, index=False)
-        for rel in (MOVIES_CSV, ITEM_EMB_CSV):
-            if (webroot / rel).is_file():
-                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                (staging / rel).symlink_to((webroot / rel).resolve())
-    return folder
 
 
 def target_rows(settings: Settings, options: SampleOptions, *, master: str = "local[*]",

@@ -17,7 +17,10 @@ from sparrow_llm.rankers.pretrained import WEIGHTS_FILE
 from sparrow_llm.catalog import movie_catalog
 from sparrow_llm.rankers.clickprompt.samples import SPLIT_NAMES, build_samples, read_sample_splits, time_split
 from sparrow_llm.rankers.clickprompt.schema import COL_TIMESTAMP, COL_USER
-from sparrow_llm.rankers.clickprompt.checkpoint import default_checkpoint, prepare, prepare_clickprompt, serving_checkpoint
+from sparrow_llm.rankers.clickprompt.checkpoint import default_checkpoint, prepare_clickprompt, serving_checkpoint
+from sparrow_llm.rankers.clickprompt.tuning import fusion_path, load_calibration, prepare
+from sparrow_llm.rankers.fusion import WEIGHTS
+from sparrow_llm.registry import make_base
 from sparrow_llm.rankers.clickprompt.experiments import run_eval, run_finetune, run_pretrain
 from sparrow_llm.rankers.clickprompt.ranker import BASE_WEIGHT, ORDER_WEIGHT, ClickPromptRanker, from_settings
 from sparrow_llm.rankers.fusion import fuse
@@ -42,7 +45,7 @@ def _data_folder(root, ratings, sampledata):
 def _settings(root, ratings, sampledata) -> Settings:
     """Settings over a data folder of `ratings` with a work dir of its own."""
     return Settings().replace(host={"data_dir": _data_folder(root / "data", ratings, sampledata),
-                                    "work_dir": root / "work"}, seed=3)
+                                    "work_dir": root / "work"}, seed=3, base="popularity")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +74,7 @@ def prepared(tiny_settings, trainings):
     real_finetune = stage.finetune
     patch.setattr(stage, "finetune", lambda *a, **k: trainings.append(1) or real_finetune(*a, **k))
     try:
-        yield prepare(tiny_settings, progress=False)
+        yield prepare(tiny_settings, False, make_base)
     finally:
         patch.undo()
 
@@ -112,7 +115,7 @@ def test_prepare_trains_once_per_data_content(prepared, checkpoint, tiny_setting
     assert not [p for p in checkpoint.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
     mtime = (checkpoint / WEIGHTS_FILE).stat().st_mtime_ns
     assert prepare_clickprompt(tiny_settings, progress=False) == checkpoint
-    assert prepare(tiny_settings, progress=False) == f"clickprompt: reusing {checkpoint}"
+    assert prepare(tiny_settings, False, make_base).startswith(f"clickprompt: reusing {checkpoint}; fusion weight ")
     assert len(trainings) == 1 and (checkpoint / WEIGHTS_FILE).stat().st_mtime_ns == mtime
     # Another ratings file (the eval harness's copy without hidden ratings) never finds this checkpoint...
     fewer = _data_folder(tmp_path / "fewer", tiny_ratings.iloc[:-1], sampledata)
@@ -120,6 +123,24 @@ def test_prepare_trains_once_per_data_content(prepared, checkpoint, tiny_setting
     # ...while the same content elsewhere does.
     same = _data_folder(tmp_path / "same", tiny_ratings, sampledata)
     assert default_checkpoint(tiny_settings.replace(host={"data_dir": same})) == checkpoint
+
+
+def test_the_fusion_weight_is_chosen_over_the_base_on_validation_users_and_kept_per_base(prepared, checkpoint,
+                                                                                          tiny_settings):
+    assert re.search(r"fusion weight [0-9.]+ over popularity on \d+ validation users", prepared)
+    base = make_base(tiny_settings)
+    calibration = load_calibration(tiny_settings, checkpoint, base)
+    assert calibration is not None and calibration.weight in WEIGHTS and calibration.samples > 10
+    assert fusion_path(tiny_settings, checkpoint, base.version).is_file()
+    # a weight > 0 only with a validation gain whose lower bound is above 0
+    assert calibration.weight == 0.0 or calibration.gain[1] > 0
+    served = from_settings(tiny_settings, None, base)
+    assert served.base_weight == calibration.weight
+    # Another base finds no weight of its own: the ranker serves that base's order (weight 0).
+    other = make_base(tiny_settings.replace(base="ease"))
+    assert load_calibration(tiny_settings, checkpoint, other) is None
+    assert from_settings(tiny_settings, None, other).base_weight == 0.0
+    assert from_settings(tiny_settings, None, other, weight=0.5).base_weight == 0.5
 
 
 def test_factory_uses_the_data_folders_checkpoint_or_says_how_to_train(checkpoint, tiny_settings, tmp_path):

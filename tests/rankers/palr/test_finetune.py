@@ -7,8 +7,8 @@ import pytest
 from safetensors.numpy import load_file
 
 from sparrow_llm.rankers.llm.base import make_backend
-from sparrow_llm.rankers.palr.checkpoint import (ADAPTER, ADAPTER_WEIGHTS, FINETUNED, ZERO_SHOT, base_key,
-                                                 checkpoint_dir, serving_model)
+from sparrow_llm.rankers.base import base_key
+from sparrow_llm.rankers.palr.checkpoint import ADAPTER, ADAPTER_WEIGHTS, FINETUNED, ZERO_SHOT, checkpoint_dir, serving_model
 from sparrow_llm.rankers.palr.finetune import FinetuneOptions, finetune
 from sparrow_llm.rankers.palr.prompts import Prompts
 from sparrow_llm.rankers.palr.ranker import from_settings
