@@ -109,7 +109,7 @@ def _last_before(ratings: pd.DataFrame, user: int, n: int) -> list[int]:
     return sorted(rows[schema.COL_MOVIE].tail(n))
 
 
-def test_history_keeps_only_each_evaluated_users_last_ratings(tiny_source, tmp_path):
+def test_history_keeps_only_each_evaluated_users_last_ratings(tiny_source, tmp_path, capsys):
     full = write_eval_copy(tiny_source, tmp_path / "full", seed=3, sample=15)
     cut = write_eval_copy(tiny_source, tmp_path / "cut", seed=3, sample=15, history=3)
     # Eligibility on the full history: the same users (some with fewer than 5 ratings are never eligible).
@@ -137,6 +137,8 @@ def test_history_keeps_only_each_evaluated_users_last_ratings(tiny_source, tmp_p
     np.testing.assert_allclose(users[user], sum(items[m] for m in kept if m in items) / 3, rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="--history must be >= 1"):
         write_eval_copy(tiny_source, tmp_path / "bad", history=0)
+    assert main(["eval", "--history", "0", "--no-progress"]) == 2
+    assert "argument --history: expected a number >= 1" in capsys.readouterr().err
 
 
 # ---- end to end over the real host -------------------------------------------------------------
