@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 __all__ = ["rank_of", "hit_rate", "ndcg", "reciprocal_rank", "METRICS", "Interval", "bootstrap_mean",
-           "bootstrap_difference", "long_tail_share", "coverage", "ranks_of_scores", "ndcg_of_scores",
+           "bootstrap_difference", "head_movies", "long_tail_share", "coverage", "ranks_of_scores", "ndcg_of_scores",
            "mean_ndcg_of_scores"]
 
 
@@ -94,11 +94,17 @@ def bootstrap_difference(values: Sequence[float], others: Sequence[float], *, re
                           resamples=resamples, alpha=alpha, seed=seed)
 
 
+def head_movies(popularity: Mapping[int, int], head_share: float = 0.2) -> set[int]:
+    """The `head_share` most rated movies of `popularity` (movie -> ratings; at least one movie, ties in the
+    mapping's order); the rest are the long tail."""
+    ranked = sorted(popularity, key=lambda m: -popularity[m])
+    return set(ranked[: max(1, int(len(ranked) * head_share))])
+
+
 def long_tail_share(top_lists: Sequence[Sequence[int]], popularity: Mapping[int, int],
                     head_share: float = 0.2) -> float:
-    """Share of recommended slots that go to long-tail movies (outside the top `head_share` by ratings)."""
-    ranked = sorted(popularity, key=lambda m: -popularity[m])
-    head = set(ranked[: max(1, int(len(ranked) * head_share))])
+    """Share of recommended slots that go to long-tail movies (outside `head_movies`)."""
+    head = head_movies(popularity, head_share)
     slots = [m for top in top_lists for m in top]
     return sum(m not in head for m in slots) / len(slots) if slots else 0.0
 

@@ -14,7 +14,7 @@ from .rankers.base import Ranker
 from .rankers.composed import Reranked
 from .store import Store
 
-__all__ = ["RANKERS", "RERANKERS", "PREPARE_STEPS", "resolve", "make_ranker", "make_base", "base_of",
+__all__ = ["RANKERS", "RERANKERS", "ABLATIONS", "PREPARE_STEPS", "resolve", "make_ranker", "make_base", "base_of",
            "prepare_model", "ranker_names"]
 
 # Rerankers: model name -> "module:factory"; factory(settings, store, base) -> Ranker, where `base` is the
@@ -38,6 +38,10 @@ RANKERS: dict[str, str] = {
     "ease-recent": "sparrow_llm.rankers.retrieval.ranker:ease_recent_ranker",
     "sasrec": "sparrow_llm.rankers.retrieval.ranker:sasrec_ranker",
 }
+
+# Ablations: model name -> the registered model that is the same ranker without the LLM's features (e.g. a learned
+# stage and that stage trained without them). `sparrow-llm eval` runs the ablated model too and reports the paired gain.
+ABLATIONS: dict[str, str] = {}
 
 # model name -> "module:function"; function(settings, progress) -> one summary line; a reranker's step also takes
 # `make_base`, which builds the configured base of a data folder's settings (None: the host's candidates). The offline work

@@ -172,7 +172,7 @@ def eval(args, settings: Settings) -> int:
         settings = settings.replace(seed=args.seed)
     result = run_eval(settings, EvalOptions(
         out=args.out, data=args.data, movielens=args.from_movielens, users=tuple(args.users or ()),
-        sample=args.sample, negatives=args.negatives, rankers=tuple(args.rankers or ()),
+        sample=args.sample, negatives=args.negatives, rankers=tuple(args.rankers or ()), history=args.history,
         progress=not args.no_progress, command=args.command_line))
     print(f"{len(result.users)} users in {result.wall_s:.0f} s: {result.report}, {result.chart}")
     return 0

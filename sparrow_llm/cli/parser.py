@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampled-negatives variant: unrated movies drawn per user (0: off; default: 99)")
     p.add_argument("--rankers", type=_name_list, help="comma list (default: host-rating, host-emb and every "
                                                      "registered plugin model)")
+    p.add_argument("--history", type=_count, metavar="N",
+                   help="cold start: each evaluated user keeps only the last N ratings before the hidden one")
     p.add_argument("--seed", type=int, help="sampling and bootstrap seed (default: $SPARROW_LLM_SEED or 2024)")
     p.add_argument("--out", type=Path, help="results folder (default: results/eval-<date>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

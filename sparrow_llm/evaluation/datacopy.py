@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .. import schema
+from ..candidates import select_users
 from ..config import ConfigError
-from .protocol import Holdout, leave_last_out
+from .protocol import MIN_HISTORY, Holdout, keep_last, leave_last_out
 
-__all__ = ["read_embeddings", "host_user_embeddings", "train_item2vec", "write_eval_copy", "build_movielens_webroot"]
+__all__ = ["read_embeddings", "host_user_embeddings", "train_item2vec", "EvalCopy", "write_eval_copy",
+           "build_movielens_webroot"]
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +78,43 @@ def _link(link: Path, target: Path) -> None:
     link.symlink_to(target.resolve())
 
 
-def write_eval_copy(source: Path, dest: Path, *, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, Holdout]]:
-    """The copy of `source` the host and every model see (docstring, step 2), written to `dest` (replaced).
+@dataclass(frozen=True)
+class EvalCopy:
+    """What `write_eval_copy` wrote and chose."""
 
-    Returns the source's ratings, the copy's ratings and the hold-outs.
+    source_ratings: pd.DataFrame
+    ratings: pd.DataFrame  # the copy's ratings.csv
+    holdouts: dict[int, Holdout]  # every user with a liked rating; history_size as in the copy
+    eligible: list[int]  # >= min_history earlier ratings (decided before any --history cut)
+    asked: list[int]  # the users asked for (--users), or the sample
+    evaluated: list[int]  # asked and eligible
+
+
+def write_eval_copy(source: Path, dest: Path, *, seed: int = 0, min_history: int = MIN_HISTORY,
+                    users: Sequence[int] = (), sample: int | None = None, history: int | None = None) -> EvalCopy:
+    """The copy of `source` the host and every model see (docstring, steps 1 and 2), written to `dest` (replaced),
+    and the users it evaluates: eligible ones (`users` as asked, or a seeded `sample`, else all). With `history`,
+    each evaluated user keeps only the last `history` ratings before the hidden one (`keep_last`).
     """
     missing = [rel for rel in (schema.MOVIES_CSV, schema.LINKS_CSV, schema.RATINGS_CSV) if not (source / rel).is_file()]
     if missing:
         raise ConfigError(f"{source} is not a SparrowRecsys data folder: missing {', '.join(missing)}")
-    if dest.exists():
-        shutil.rmtree(dest)
+    if history is not None and history < 1:
+        raise ConfigError(f"--history must be >= 1, got {history}")
     ratings = pd.read_csv(source / schema.RATINGS_CSV)
     reduced, holdouts = leave_last_out(ratings)
+    # At least one rating: the host knows a user only through ratings.csv.
+    eligible = sorted(u for u, h in holdouts.items() if h.history_size >= max(1, min_history))
+    asked = select_users(eligible, users, sample, seed)
+    evaluated = sorted(set(asked) & set(eligible))
+    if not evaluated:
+        raise ConfigError(f"no eligible user to evaluate (eligible: {len(eligible)}; asked for {list(users) or 'all'})")
+    if history is not None:
+        reduced = keep_last(reduced, evaluated, history)
+        sizes = reduced.groupby(schema.COL_USER).size()
+        holdouts = {u: replace(h, history_size=int(sizes.get(u, 0))) for u, h in holdouts.items()}
+    if dest.exists():
+        shutil.rmtree(dest)
     for rel in (schema.MOVIES_CSV, schema.LINKS_CSV):
         _link(dest / rel, source / rel)
     if (source / "posters").is_dir():
@@ -105,7 +133,7 @@ def write_eval_copy(source: Path, dest: Path, *, seed: int = 0) -> tuple[pd.Data
         vectors = train_item2vec(reduced, seed=seed)
         _write_embeddings(dest / schema.ITEM_EMB_CSV, vectors)
     _write_embeddings(dest / schema.USER_EMB_CSV, host_user_embeddings(reduced, vectors))
-    return ratings, reduced, holdouts
+    return EvalCopy(ratings, reduced, holdouts, eligible, asked, evaluated)
 
 
 def build_movielens_webroot(movielens: Path, dest: Path) -> Path:

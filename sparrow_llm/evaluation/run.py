@@ -6,7 +6,13 @@ Protocol (leave-last-out by time)
    user's last such rating by timestamp (ties: the larger movieId). Everything the user rated at or
    after that timestamp is dropped too (so nothing from the "future" stays, and no rating of the
    same second leaks the answer), and so is any earlier rating of the hidden movie itself. A user is
-   evaluated when at least `min_history` (5) ratings remain before the hidden one.
+   eligible when at least `min_history` (5) ratings remain before the hidden one; `--users` or `--sample`
+   choose among the eligible users (default: all of them).
+   Cold start (`--history N`): each evaluated user then keeps only the last N of those ratings (by timestamp,
+   then movieId) in the copy; eligibility is decided on the full history before the cut, and every other
+   user's ratings stay as they are (every model still trains on them). The host, every model and a
+   reranker's base see only those N ratings of an evaluated user, and userEmb.csv (step 2) is computed from
+   the cut ratings.
 2. No leakage. The host never sees the hidden ratings: the run builds a copy of the data folder,
    `<out>/work/data`, with movies.csv, links.csv, posters and item2vecEmb.csv linked to the source,
    a ratings.csv without the hidden ratings and everything after them, and a userEmb.csv recomputed
@@ -37,20 +43,26 @@ Protocol (leave-last-out by time)
    movie the host does not load are left out.
 5. Metrics: HR@1/5/10, NDCG@5/10 and MRR per user (`metrics.METRICS`), means with 95% percentile
    bootstrap intervals over users (`bootstrap_mean`, the run's seed); the paired difference in
-   NDCG@10 against host-emb (filtered), bootstrapped the same way, and for a reranker (a ranker with a
-   `base`) against the base it reranks; coverage of the loaded catalogue and long-tail share (outside the
+   NDCG@10 against host-emb (filtered), bootstrapped the same way, for a reranker (a ranker with a
+   `base`) against the base it reranks, and for a ranker of `registry.ABLATIONS` against the ranker it ablates
+   (the same stage without the LLM's features); coverage of the loaded catalogue and long-tail share (outside the
    20% most rated movies, counted in the copy) of the top 10. Cost: wall time per user (producing the
    records and the served request), the one-off preparation such as training (seconds and the peak
    resident memory of this process meanwhile, `meter.measure`), LLM calls and tokens per user
    (`RerankSummary.counters`).
+6. Segments (`segments.py`), a second table under each variant's: users by history length (the ratings before
+   the hidden one in the copy: <= 20, 21-100, > 100) and by the hidden movie's popularity (head: among the 20%
+   most rated movies of the copy, the long-tail share's head; tail: the rest). Per segment: its users, each
+   ranker's NDCG@10 and its paired differences against its base and its ablation; per_user.csv carries each
+   user's segments.
 
 Rankers compared: `host-rating`, `host-emb`, and every model of `registry.RANKERS` (or those of `--rankers`),
-always with the `popularity` and `ease` baselines (`BASELINES`) and the base of every reranker, each after
-its `registry.PREPARE_STEPS` preparation run over the copy. The
+always with the `popularity` and `ease` baselines (`BASELINES`), the base of every reranker and the ablation of
+every ranker of `registry.ABLATIONS`, each after its `registry.PREPARE_STEPS` preparation run over the copy. The
 `llm` ranker uses the zhipuai backend when an API key is configured, else the configured backend
 (`local` by default). Output under `--out` (default `results/eval-<date>`): results.md (the command
-first), results.png, per_user.csv (the hidden movie's rank in every list), and work/ (copy, store,
-host log).
+first), results.png, per_user.csv (the hidden movie's rank in every list, the user's segments), and work/
+(copy, store, host log).
 """
 from __future__ import annotations
 
@@ -66,19 +78,19 @@ import pandas as pd
 from .. import schema
 from ..bridge.client import BridgeClient
 from ..bridge.host import HostProcess
-from ..candidates import select_users
 from ..config import ConfigError, Settings, StoreSettings
 from ..domain import MovieMeta
 from ..meter import measure
 from ..metrics import bootstrap_mean
 from ..pipeline.rerank import run_rerank
 from ..rankers.base import Ranker
-from ..registry import PREPARE_STEPS, base_of, make_ranker, prepare_model, ranker_names
+from ..registry import ABLATIONS, PREPARE_STEPS, base_of, make_ranker, prepare_model, ranker_names
 from ..schema import HOST_CANDIDATES
 from ..store import Store, open_default_store, open_store
 from .datacopy import build_movielens_webroot, write_eval_copy
 from .protocol import MIN_HISTORY, EvalError, EvalUser, Holdout, without
 from .report import AS_IS, FILTERED, Arm, Variant, plot, score_variant, write_per_user, write_report
+from .segments import assign_segments
 from .sampled import sampled_variant
 from .serving import served_lists
 
@@ -101,6 +113,7 @@ class EvalOptions:
     negatives: int = 99
     rankers: tuple[str, ...] = ()  # empty: every available ranker
     min_history: int = MIN_HISTORY
+    history: int | None = None  # cold start: each evaluated user's last N ratings before the hidden one
     progress: bool = True
     command: str = ""  # the command line, printed at the top of results.md
 
@@ -179,7 +192,8 @@ def _plugin_arm(name: str, settings: Settings, client: BridgeClient, store: Stor
     lists = {u.user_id: without(served[u.user_id], u.rated_ids) for u in users}
     return Arm(name, ranker.backend, lists, rank_s=summary.wall_s, prep_s=prep.seconds if prepared else None,
                prep_memory=prep if prepared else None, serve_s=serve_s, counters=dict(summary.counters),
-               from_store=from_store, summary=summary.line(), base=base_of(name, settings)), ranker
+               from_store=from_store, summary=summary.line(), base=base_of(name, settings),
+               ablated=ABLATIONS.get(name)), ranker
 
 
 def _variants(users: Sequence[EvalUser], arms: list[Arm], plugin_arms: Sequence[Arm], source_ratings: pd.DataFrame,
@@ -220,7 +234,8 @@ def run_eval(settings: Settings, options: EvalOptions = EvalOptions()) -> EvalRe
     if options.movielens is not None:
         source = build_movielens_webroot(options.movielens, work / "movielens")
     copy_settings = _copy_settings(settings, work)
-    source_ratings, reduced, holdouts = write_eval_copy(source, work / "data", seed=settings.seed)
+    copy = write_eval_copy(source, work / "data", seed=settings.seed, min_history=options.min_history,
+                           users=options.users, sample=options.sample, history=options.history)
     plugins = [*(b for b in BASELINES if b not in names), *(n for n in names if n not in HOST_MODELS)]
     # Every registered model declared (a reranker's base joins later): a user without a record gets the
     # stage's host fallback, as in production.
@@ -228,14 +243,11 @@ def run_eval(settings: Settings, options: EvalOptions = EvalOptions()) -> EvalRe
     with HostProcess(copy_settings, extra_env=extra_env, log_path=work / "host.log") as host, \
             BridgeClient(copy_settings.bridge) as client:
         store = open_default_store(copy_settings)
-        known = set(client.user_ids())
-        eligible = sorted(u for u, h in holdouts.items() if h.history_size >= options.min_history and u in known)
-        asked = select_users(eligible, options.users, options.sample, settings.seed)
-        chosen = sorted(set(asked) & set(eligible))
-        if not chosen:
-            raise ConfigError(f"no eligible user to evaluate (eligible: {len(eligible)}; asked for {options.users or 'all'})")
+        unknown = sorted(set(copy.evaluated) - set(client.user_ids()))
+        if unknown:
+            raise EvalError(f"protocol broken: the host over the copy does not know users {unknown[:5]}")
         batch = max(1, settings.bridge.batch_users)
-        users = _eval_users(client, holdouts, chosen, batch)
+        users = _eval_users(client, copy.holdouts, copy.evaluated, batch)
         catalogue, _ = client.movies(pd.read_csv(source / schema.MOVIES_CSV, usecols=[schema.COL_MOVIE])[
             schema.COL_MOVIE].tolist(), True)
         host_lists, timing = {}, {}
@@ -245,16 +257,15 @@ def run_eval(settings: Settings, options: EvalOptions = EvalOptions()) -> EvalRe
         rankers: list[Ranker] = []
         plugin_arms: list[Arm] = []
         try:
-            for name in plugins:  # grows while it runs: a reranker's base joins it, for the gain over the base
+            for name in plugins:  # grows while it runs: a reranker's base and a ranker's ablation join it
                 arm, ranker = _plugin_arm(name, _ranker_settings(copy_settings), client, store, host.base_url, users,
                                           options.progress)
                 plugin_arms.append(arm)
                 rankers.append(ranker)
-                if arm.base is not None and arm.base not in plugins:
-                    plugins.append(arm.base)
+                plugins += [n for n in dict.fromkeys((arm.base, arm.ablated)) if n is not None and n not in plugins]
             arms += plugin_arms
-            variants = _variants(users, arms, plugin_arms, source_ratings, catalogue, host_lists, rankers, store, work, options,
-                                 settings.seed, batch)
+            variants = _variants(users, arms, plugin_arms, copy.source_ratings, catalogue, host_lists, rankers, store,
+                                 work, options, settings.seed, batch)
         finally:
             for ranker in rankers:
                 ranker.close()
@@ -263,16 +274,21 @@ def run_eval(settings: Settings, options: EvalOptions = EvalOptions()) -> EvalRe
     facts = {
         "data": f"{source} ({'built from ' + str(options.movielens) if options.movielens else 'as given'}); "
                 f"copy {work / 'data'}",
-        "users": f"{len(holdouts)} with a liked rating, {len(eligible)} eligible (>= {options.min_history} "
-                 f"earlier ratings, known to the host), {len(users)} evaluated"
-                 + (f"; asked for but not eligible: {sorted(set(asked) - set(chosen))}" if len(asked) > len(chosen)
-                    else ""),
-        "ratings": f"{len(source_ratings)} in the source, {len(reduced)} in the copy",
+        "users": f"{len(copy.holdouts)} with a liked rating, {len(copy.eligible)} eligible (>= "
+                 f"{max(1, options.min_history)} earlier ratings), {len(users)} evaluated"
+                 + (f"; asked for but not eligible: {sorted(set(copy.asked) - set(copy.evaluated))}"
+                    if len(copy.asked) > len(copy.evaluated) else ""),
+        "ratings": f"{len(copy.source_ratings)} in the source, {len(copy.ratings)} in the copy"
+                   + (f" (cold start: each evaluated user's last {options.history} before the hidden one)"
+                      if options.history is not None else ""),
         "seed": str(settings.seed),
         "llm backend": _ranker_settings(copy_settings).llm.backend,
         "wall time": f"{wall_s:.1f} s",
     }
+    segments = assign_segments({u.user_id: u.holdout.history_size for u in users},
+                               {u.user_id: u.holdout.movie_id for u in users}, popularity)
     for variant in variants:
+        variant.segments = {u: segments[u] for u in variant.targets}
         score_variant(variant, popularity, len(catalogue), settings.seed)
     report, chart = out / "results.md", out / "results.png"
     write_report(report, chart, options.command, facts, variants)

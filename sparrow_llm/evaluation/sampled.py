@@ -73,7 +73,7 @@ def sampled_variant(users: Sequence[EvalUser], source_ratings: pd.DataFrame, cat
                                 store.get_profile(u.user_id)) for u in kept]
         lists, summary = _rank_sampled(ranker, contexts, sampled_store, batch, progress)
         arms.append(Arm(ranker.name, ranker.backend, lists, rank_s=summary.wall_s, counters=dict(summary.counters),
-                        summary=summary.line(), base=arm.base))
+                        summary=summary.line(), base=arm.base, ablated=arm.ablated))
     left_out = len(users) - len(kept)
     return Variant(
         "sampled", f"Sampled negatives (hidden + {negatives}, PALR/LlamaRec protocol)",

@@ -10,6 +10,7 @@ import pytest
 from sparrow_llm import schema
 from sparrow_llm.bridge.client import BridgeClient
 from sparrow_llm.cli import main
+from sparrow_llm.config import ConfigError
 from sparrow_llm.evaluation.datacopy import build_movielens_webroot, read_embeddings, write_eval_copy
 from sparrow_llm.evaluation.protocol import leave_last_out
 from sparrow_llm.evaluation.report import Arm, Variant, score_lists, score_variant
@@ -20,6 +21,7 @@ from sparrow_llm.registry import RANKERS, RERANKERS, ranker_names
 from tests.conftest import host_settings
 
 TINY_USERS = 40  # the first users of the fixture: enough for --sample 15 eligible ones
+HISTORY = 50  # the end-to-end run's --history: some of its users have more
 RATING_COLUMNS = [schema.COL_USER, schema.COL_MOVIE, schema.COL_RATING, schema.COL_TIMESTAMP]
 
 
@@ -92,14 +94,51 @@ def test_a_folder_without_item2vec_gets_one_trained_on_the_copy_only(tmp_path):
     source = build_movielens_webroot(ml, tmp_path / "built")
     assert not (source / schema.ITEM_EMB_CSV).exists()
 
-    _, reduced, holdouts = write_eval_copy(source, tmp_path / "copy", seed=1)
-    assert {h.movie_id for h in holdouts.values()} == {7}
+    copy = write_eval_copy(source, tmp_path / "copy", seed=1)
+    assert {h.movie_id for h in copy.holdouts.values()} == {7} and copy.evaluated == [1, 2, 3]
     vectors = read_embeddings(tmp_path / "copy" / schema.ITEM_EMB_CSV)
     assert set(vectors) == {1, 2, 3, 4, 5, 6}  # nobody's training data liked movie 7
     assert all(v.shape == (10,) and np.isfinite(v).all() for v in vectors.values())
     write_eval_copy(source, tmp_path / "copy2", seed=1)
     again = read_embeddings(tmp_path / "copy2" / schema.ITEM_EMB_CSV)
     assert all(np.allclose(vectors[m], again[m]) for m in vectors)  # seeded
+
+
+def _last_before(ratings: pd.DataFrame, user: int, n: int) -> list[int]:
+    rows = ratings[ratings[schema.COL_USER] == user].sort_values([schema.COL_TIMESTAMP, schema.COL_MOVIE])
+    return sorted(rows[schema.COL_MOVIE].tail(n))
+
+
+def test_history_keeps_only_each_evaluated_users_last_ratings(tiny_source, tmp_path, capsys):
+    full = write_eval_copy(tiny_source, tmp_path / "full", seed=3, sample=15)
+    cut = write_eval_copy(tiny_source, tmp_path / "cut", seed=3, sample=15, history=3)
+    # Eligibility on the full history: the same users (some with fewer than 5 ratings are never eligible).
+    assert cut.eligible == full.eligible and cut.evaluated == full.evaluated and len(cut.evaluated) == 15
+    assert min(full.holdouts[u].history_size for u in full.evaluated) > 3
+    copied = pd.read_csv(tmp_path / "cut" / schema.RATINGS_CSV)
+    before = full.ratings
+    for user in copied[schema.COL_USER].unique():
+        rows = copied[copied[schema.COL_USER] == user]
+        if user in cut.evaluated:
+            assert len(rows) == 3 == cut.holdouts[user].history_size
+            assert sorted(rows[schema.COL_MOVIE]) == _last_before(before, user, 3)
+        else:  # every other user keeps every rating the protocol keeps
+            assert len(rows) == (before[schema.COL_USER] == user).sum()
+    assert set(copied[schema.COL_USER]) == set(before[schema.COL_USER])
+    source = pd.read_csv(tiny_source / schema.RATINGS_CSV)
+    for user, (movie, ts) in _expected_holdouts(source).items():
+        rows = copied[copied[schema.COL_USER] == user]
+        assert movie not in set(rows[schema.COL_MOVIE]) and (rows[schema.COL_TIMESTAMP] < ts).all()
+    # The host's user vectors follow the cut: the mean over the 3 movies kept.
+    items = read_embeddings(tmp_path / "cut" / schema.ITEM_EMB_CSV)
+    users = read_embeddings(tmp_path / "cut" / schema.USER_EMB_CSV)
+    user = cut.evaluated[0]
+    kept = copied.loc[copied[schema.COL_USER] == user, schema.COL_MOVIE]
+    np.testing.assert_allclose(users[user], sum(items[m] for m in kept if m in items) / 3, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="--history must be >= 1"):
+        write_eval_copy(tiny_source, tmp_path / "bad", history=0)
+    assert main(["eval", "--history", "0", "--no-progress"]) == 2
+    assert "argument --history: expected a number >= 1" in capsys.readouterr().err
 
 
 # ---- end to end over the real host -------------------------------------------------------------
@@ -118,11 +157,12 @@ def tiny_source(tmp_path_factory, fixture_webroot):
 
 @pytest.fixture(scope="module")
 def evaluated(built_bridge, tiny_source, tmp_path_factory):
-    """`sparrow-llm eval --sample 15 --rankers host-emb,recent` over the tiny source, through the CLI,
-    with a relative --out as the default one is."""
+    """`sparrow-llm eval --sample 15 --rankers host-emb,recent --history 50` over the tiny source, through the
+    CLI, with a relative --out as the default one is (the cold-start cut touches the evaluated users with longer
+    histories)."""
     cwd = tmp_path_factory.mktemp("eval")
     argv = ["eval", "--data", str(tiny_source), "--sample", "15", "--rankers", "host-emb,recent",
-            "--out", "out", "--no-progress"]
+            "--history", str(HISTORY), "--out", "out", "--no-progress"]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(cwd)
         assert main(argv) == 0
@@ -156,6 +196,16 @@ def test_end_to_end_writes_a_table_row_per_ranker_with_intervals_and_a_chart(eva
     per_user = pd.read_csv(out / "per_user.csv")
     assert per_user[per_user["variant"] == "host"].groupby("ranker").size().to_dict() == {
         "host-emb (as-is)": 15, "host-emb (filtered)": 15, "popularity": 15, "ease": 15, "recent": 15}
+    # Segments: a table under each variant's, and each user's segments in per_user.csv, from the copy's history.
+    copied = pd.read_csv(out / "work" / "data" / schema.RATINGS_CSV).groupby(schema.COL_USER).size()
+    assert (per_user["history"] == per_user[schema.COL_USER].map(copied)).all() and per_user["history"].max() <= HISTORY
+    assert set(per_user["history_band"]) <= {"≤ 20", "21–100"} and set(per_user["hidden_popularity"]) <= {"head", "tail"}
+    segments = report.split("## Host candidates")[1].split("### Segments")[1].split("\n## ")[0]
+    users = per_user[(per_user["variant"] == "host") & (per_user["ranker"] == "recent")]
+    for band, count in users["history_band"].value_counts().items():
+        assert re.search(rf"\| history {band}\s+\| {count}\s+\| recent\s+\| {interval}", segments)
+    assert "No user in: history > 100." in segments
+    assert report.count("### Segments") == 2  # the sampled table too
     # Training is part of the cost rows: seconds and peak memory of the preparation.
     assert re.search(r"\| ease\s+\| retrieval\s+\| \d+\.\d\s+\| \d\.\d\d \(\+\d\.\d\d\)\s+\|", report)
 
@@ -172,14 +222,16 @@ def test_the_hidden_movie_never_reaches_the_copy_or_the_host(evaluated, tiny_sou
         rows = copied[copied[schema.COL_USER] == user]
         assert movie not in set(rows[schema.COL_MOVIE]), f"user {user}'s hidden movie {movie} is in the copy"
         assert (rows[schema.COL_TIMESTAMP] < ts).all(), f"user {user} keeps ratings from {ts} on"
-        assert len(rows) == ((source[schema.COL_USER] == user) & (source[schema.COL_TIMESTAMP] < ts)
-                             & (source[schema.COL_MOVIE] != movie)).sum()
+        before = ((source[schema.COL_USER] == user) & (source[schema.COL_TIMESTAMP] < ts)
+                  & (source[schema.COL_MOVIE] != movie)).sum()
+        assert len(rows) == (min(before, HISTORY) if user in hidden else before)
+    assert any(len(copied[copied[schema.COL_USER] == u]) == HISTORY for u in hidden)  # the cut took effect
     # And the host over the copy (what every ranker reads through the bridge) never serves it.
     settings = host_settings(tmp_path).replace(host={"data_dir": out / "work" / "data"})
     with HostProcess(settings), BridgeClient(settings.bridge) as client:
         for user, movie in hidden.items():
             history = client.history(user)
-            assert history.known and len(history.ratings) >= 5
+            assert history.known and len(history.ratings) == (copied[schema.COL_USER] == user).sum() >= 5
             assert movie not in {r.movie_id for r in history.ratings}
             assert max(r.timestamp for r in history.ratings) < expected[user][1]
 
