@@ -41,7 +41,7 @@ RANKERS: dict[str, str] = {
 
 # Ablations: model name -> the registered model that is the same ranker without the LLM's features (e.g. a learned
 # stage and that stage trained without them). `sparrow-llm eval` runs the ablated model too and reports the paired gain.
-ABLATIONS: dict[str, str] = {}
+ABLATIONS: dict[str, str] = {"llm-ltr": "ltr"}
 
 # model name -> "module:function"; function(settings, progress) -> one summary line; a reranker's step also takes
 # `make_base`, which builds the configured base of a data folder's settings (None: the host's candidates). The offline work
