@@ -13,9 +13,9 @@ from .conftest import MOVIES, tiny_ratings
 MODELS = ("popularity", "ease", "ease-recent", "sasrec")
 
 
-def _ctx(user_id: int, *rated: tuple[int, float]) -> UserContext:
-    # No candidates and no movie metadata: a retrieval ranker reads neither.
-    return UserContext(user_id, tuple(UserRating(m, r, 100 + i) for i, (m, r) in enumerate(rated)), (), {})
+def _ctx(user_id: int, *rated: tuple[int, float], candidates=tuple(MOVIES)) -> UserContext:
+    # The catalogue as candidates (source `catalogue`), no movie metadata: a retrieval ranker reads none.
+    return UserContext(user_id, tuple(UserRating(m, r, 100 + i) for i, (m, r) in enumerate(rated)), candidates, {})
 
 
 @pytest.fixture()
@@ -26,7 +26,7 @@ def rankers(tiny_settings):
 def test_registered_under_the_stage_model_names(rankers):
     assert set(MODELS) <= set(RANKERS)
     assert [r.name for r in rankers.values()] == list(MODELS)
-    assert all(r.base is None and r.version.startswith(r.name + "-") for r in rankers.values())
+    assert all(r.candidate_source == "catalogue" and r.version.startswith(r.name + "-") for r in rankers.values())
 
 
 def test_the_catalogue_is_ranked_without_what_the_user_rated(rankers):
@@ -36,6 +36,13 @@ def test_the_catalogue_is_ranked_without_what_the_user_rated(rankers):
         assert set(ids) <= set(MOVIES) - {1, 2, 8} and len(ids) == len(set(ids)), ranker.name
         scores = [item.score for item in ranking.items]
         assert scores == sorted(scores, reverse=True), ranker.name
+
+
+def test_only_the_users_candidates_are_ranked(rankers):
+    for ranker in rankers.values():
+        ranking = ranker.rank(_ctx(99, (3, 4.0), candidates=(7, 5, 3)))
+        assert {i.movie_id for i in ranking.items} == {5, 7}, ranker.name  # 3 is rated
+        assert ranker.rank(_ctx(99, (3, 4.0), candidates=(3,))) is None, ranker.name
 
 
 def test_cold_and_unknown_users_get_none_so_the_host_order_is_served(rankers):
