@@ -11,6 +11,7 @@ import pandas as pd
 
 from .. import schema
 from ..config import ConfigError
+from ..datafolder import read_data_csv
 from .protocol import Holdout, leave_last_out
 
 __all__ = ["read_embeddings", "host_user_embeddings", "train_item2vec", "write_eval_copy", "build_movielens_webroot"]
@@ -85,7 +86,7 @@ def write_eval_copy(source: Path, dest: Path, *, seed: int = 0) -> tuple[pd.Data
         raise ConfigError(f"{source} is not a SparrowRecsys data folder: missing {', '.join(missing)}")
     if dest.exists():
         shutil.rmtree(dest)
-    ratings = pd.read_csv(source / schema.RATINGS_CSV)
+    ratings = read_data_csv(source / schema.RATINGS_CSV)
     reduced, holdouts = leave_last_out(ratings)
     for rel in (schema.MOVIES_CSV, schema.LINKS_CSV):
         _link(dest / rel, source / rel)

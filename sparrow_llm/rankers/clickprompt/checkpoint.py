@@ -23,8 +23,9 @@ from ...config import ConfigError, Settings
 from ...datafolder import data_key, file_hash, read_data_folder
 from ...publish import staged_folder
 from ...training import torch_threads
-from ..pretrained import CONFIG_FILE, WEIGHTS_FILE
+from ..pretrained import CONFIG_FILE, WEIGHTS_FILE, checkpoint_problem, read_json
 from .configuration import ClickPromptConfig
+from .model import FEATURES_FILE
 from .ranking import NegativeSampling, prepare_ranking_data, with_text
 from .train import FitResult, TrainOptions, finetune, pretrain
 
@@ -79,8 +80,11 @@ def default_checkpoint(settings: Settings, *, quick: bool = True) -> Path:
             / RECIPES[quick].name)
 
 
-def _is_checkpoint(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+def _problem(path: Path, settings: Settings) -> str | None:
+    """Why `path` cannot serve the data folder (`pretrained.checkpoint_problem`: files complete and readable,
+    trained on this data), None when it can."""
+    return checkpoint_problem(path, (CONFIG_FILE, WEIGHTS_FILE, FEATURES_FILE, TRAINING_FILE),
+                              data_key=data_key(settings.host.data_webroot), record=TRAINING_FILE)
 
 
 def train_recipe(ratings: pd.DataFrame, movies: pd.DataFrame, recipe: Recipe, out_dir: Path, *, seed: int,
@@ -116,13 +120,16 @@ def prepare_clickprompt(settings: Settings, *, checkpoint: Path | str | None = N
     or `checkpoint`) by `RECIPES[quick]`. Training happens in a temporary folder renamed into place, so an
     interrupted run leaves nothing that a later call would take for a checkpoint."""
     dest = Path(checkpoint) if checkpoint is not None else default_checkpoint(settings, quick=quick)
-    if _is_checkpoint(dest):
+    problem = _problem(dest, settings)
+    if problem is None:
         return dest
+    if dest.exists():  # damaged, incomplete or another data's: trained again, never "reused"
+        log.warning("clickprompt: retraining: %s", problem)
     recipe = RECIPES[quick]
     started = time.perf_counter()
     ratings, movies = read_data_folder(settings.host.data_webroot)
     # Published whole (`publish.staged_folder`); a process that finished the same training first keeps its model.
-    with staged_folder(dest, keep_existing=_is_checkpoint) as staging:
+    with staged_folder(dest, keep_existing=lambda path: _problem(path, settings) is None) as staging:
         with torch_threads(threads):
             fit, info = train_recipe(ratings, movies, recipe, staging / _WORK, seed=settings.seed, progress=progress)
         (fit.checkpoint / TRAINING_FILE).write_text(json.dumps({
@@ -142,12 +149,12 @@ def prepare(settings: Settings, progress: bool = True, *, quick: bool = True) ->
     """`sparrow-llm clickprompt prepare`, and the model's preparation step (the registry's) in the demo and the evaluation:
     `prepare_clickprompt` for the data folder, saying whether it trained or reused the checkpoint."""
     started = time.perf_counter()
-    existed = _is_checkpoint(default_checkpoint(settings, quick=quick))
+    existed = _problem(default_checkpoint(settings, quick=quick), settings) is None
     path = prepare_clickprompt(settings, quick=quick, progress=progress)
     if existed:
         line = f"clickprompt: reusing {path}"
     else:
-        info = json.loads((path / TRAINING_FILE).read_text())
+        info = read_json(path / TRAINING_FILE)
         line = (f"clickprompt: trained {path} on {info['train_samples']} samples in {time.perf_counter() - started:.0f} s "
                 f"(validation: NDCG@10 {info['valid_ndcg']:.4f} over {info['valid_users']} users, AUC {info['valid_auc']:.4f})")
     return line
@@ -155,15 +162,20 @@ def prepare(settings: Settings, progress: bool = True, *, quick: bool = True) ->
 
 def serving_checkpoint(settings: Settings, checkpoint: Path | str | None = None) -> Path:
     """`checkpoint`, else the data folder's full checkpoint, else its quick one; a clear error when it does not
-    exist. Finds the folder without loading the model."""
+    exist or cannot be used (a damaged file, another data's). Finds the folder without loading the model."""
     if checkpoint is not None:
         path = Path(checkpoint)
+        problem = checkpoint_problem(path, (CONFIG_FILE, WEIGHTS_FILE, FEATURES_FILE))
     else:
         path = next((p for p in (default_checkpoint(settings, quick=False), default_checkpoint(settings))
-                     if _is_checkpoint(p)), default_checkpoint(settings))
-    if not _is_checkpoint(path):
+                     if p.exists()), default_checkpoint(settings))
+        problem = _problem(path, settings)
+    if not path.exists():
         raise ConfigError(
             f"no ClickPrompt checkpoint at {path} (for the data folder {settings.host.data_webroot}); train one "
             "with `sparrow-llm clickprompt prepare` (~3 min), or `sparrow-llm clickprompt pretrain` then "
             "`sparrow-llm clickprompt finetune --mode ctr --init-from <pretrain dir>` and pass that checkpoint")
+    if problem is not None:
+        raise ConfigError(f"the ClickPrompt checkpoint {path} cannot be used: {problem}; train it again with "
+                          "`sparrow-llm clickprompt prepare`")
     return path
