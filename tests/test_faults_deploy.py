@@ -369,7 +369,7 @@ def test_4_a_model_that_cannot_load_is_one_error_tried_once_per_process(tmp_path
             make_backend(backend.settings).loaded()
         assert str(again.value) == message
     assert time.perf_counter() - started < 0.5
-    assert not [p for p in (tmp_path / "models").glob("*")] if (tmp_path / "models").exists() else True
+    assert not list((tmp_path / "models").glob("*"))  # no conversion kept of what failed
 
 
 def test_4_a_rerank_over_a_bad_model_is_one_line_not_one_traceback_per_batch(host, tmp_path):
@@ -381,7 +381,7 @@ def test_4_a_rerank_over_a_bad_model_is_one_line_not_one_traceback_per_batch(hos
                 "--connect-file", str(settings.bridge.connect_file))
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 2, err
-    assert err.strip().splitlines() == [f"sparrow-llm: error: {err.strip().removeprefix('sparrow-llm: error: ')}"]
+    assert len(err.strip().splitlines()) == 1, err  # not one traceback per 64-user batch
     assert err.startswith(f"sparrow-llm: error: the local model {cut} cannot be loaded (") and "Traceback" not in err
     assert not (tmp_path / "store" / "records").exists() or not list((tmp_path / "store" / "records").rglob("*.json"))
 
