@@ -21,7 +21,8 @@ from .publish import staged_folder
 from .schema import (COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_USER, ITEM_EMB_CSV, LIKED_RATING, MOVIES_CSV,
                      RATINGS_CSV)
 
-__all__ = ["data_key", "file_hash", "read_data_folder", "Holdout", "leave_last_out", "cut_folder", "MIN_HISTORY"]
+__all__ = ["data_key", "file_hash", "read_data_csv", "read_data_folder", "Holdout", "leave_last_out", "cut_folder",
+           "MIN_HISTORY"]
 
 # The evaluation's (and the retrieval models' validation's) least history a user needs before the hidden movie.
 MIN_HISTORY = 5
@@ -58,10 +59,22 @@ def _content_hash(files: tuple[tuple[str, int, int], ...]) -> str:
     return digest.hexdigest()
 
 
+def read_data_csv(path: Path, **options) -> pd.DataFrame:
+    """A CSV of the data folder (`pd.read_csv` with `options`); an empty or malformed file is one ConfigError
+    naming the file and the cause (for a malformed line, its number)."""
+    try:
+        return pd.read_csv(path, **options)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{path}: the file is empty (not even a header line)") from None
+    except pd.errors.ParserError as exc:
+        cause = str(exc).strip().removeprefix("Error tokenizing data. C error: ")
+        raise ConfigError(f"{path}: not a valid CSV file ({cause})") from None
+
+
 def read_data_folder(webroot: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """ratings.csv and movies.csv of a host-layout data folder."""
     data_key(webroot)  # a clear error when a file is missing
-    return pd.read_csv(webroot / RATINGS_CSV), pd.read_csv(webroot / MOVIES_CSV)
+    return read_data_csv(webroot / RATINGS_CSV), read_data_csv(webroot / MOVIES_CSV)
 
 
 @dataclass(frozen=True)

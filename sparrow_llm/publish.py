@@ -15,7 +15,7 @@ one), and a crash inside that window leaves no target (callers then build it aga
 aside, a leftover.
 
 Leftovers of a killed run (temporary or aside folders) are removed by the next `staged_folder` into the
-same parent: on this host when the process named in the folder's name is gone; from another host (a shared
+same parent (or by `clean_leftovers(parent)`): on this host when the process named in the folder's name is gone; from another host (a shared
 folder) when the leftover is older than `STALE_AFTER_S`.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = ["staged_folder", "STALE_AFTER_S"]
+__all__ = ["staged_folder", "clean_leftovers", "STALE_AFTER_S"]
 
 STALE_AFTER_S = 6 * 3600  # a leftover of another host's run: older than any training that could still write it
 _RENAME_EXCHANGE = 2  # linux/fs.h
@@ -59,7 +59,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _clean_leftovers(parent: Path) -> None:
+def clean_leftovers(parent: Path) -> None:
     """Remove the temporary and aside folders of runs that ended without removing them."""
     host, now = _host(), time.time()
     for entry in parent.iterdir():
@@ -143,7 +143,7 @@ def staged_folder(target: Path | str, *, keep_existing: Callable[[Path], bool] |
     published the same thing meanwhile) is kept and the new folder discarded."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _clean_leftovers(target.parent)
+    clean_leftovers(target.parent)
     staging = _temp_name(target, "publish")
     staging.mkdir()
     try:

@@ -13,6 +13,7 @@ import pandas as pd
 from .. import schema
 from ..candidates import select_users
 from ..config import ConfigError
+from ..datafolder import read_data_csv
 from .protocol import MIN_HISTORY, Holdout, keep_last, leave_last_out
 
 __all__ = ["read_embeddings", "host_user_embeddings", "train_item2vec", "EvalCopy", "write_eval_copy",
@@ -101,7 +102,7 @@ def write_eval_copy(source: Path, dest: Path, *, seed: int = 0, min_history: int
         raise ConfigError(f"{source} is not a SparrowRecsys data folder: missing {', '.join(missing)}")
     if history is not None and history < 1:
         raise ConfigError(f"--history must be >= 1, got {history}")
-    ratings = pd.read_csv(source / schema.RATINGS_CSV)
+    ratings = read_data_csv(source / schema.RATINGS_CSV)
     reduced, holdouts = leave_last_out(ratings)
     # At least one rating: the host knows a user only through ratings.csv.
     eligible = sorted(u for u, h in holdouts.items() if h.history_size >= max(1, min_history))

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from ..bridge.client import BridgeClient
 from ..candidates import bridge_client, fetch_contexts, loaded_catalogue, user_batches
-from ..config import Settings
+from ..config import ConfigError, Settings
 from ..domain import Record, UserContext
 from ..progress import progress_bar
 from ..rankers.base import Ranker
@@ -151,6 +151,8 @@ def _good_record_is_fresh(store: Store, model: str, user_id: int, max_age_s: int
 def _rank_batch(ranker: Ranker, contexts: list[UserContext], summary: RerankSummary):
     try:
         return ranker.rank_many(contexts)
+    except ConfigError:  # a setting that cannot work (a model that cannot load) fails every batch alike: stop
+        raise
     except Exception:
         # One bad batch must not stop the job: count it, and the stage keeps serving the host's order.
         log.exception("%s failed on users %s", ranker.name, [c.user_id for c in contexts])

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 from typing import Sequence
 
+from ..config import ConfigError
 from ..domain import Ranking, UserContext
 from .base import Ranker
 
@@ -48,6 +49,8 @@ class Reranked:
         if asked:
             try:
                 reranked = dict(zip(asked, self.reranker.rank_many([windows[i] for i in asked])))
+            except ConfigError:  # a setting that cannot work (a model that cannot load): one error line, not per batch
+                raise
             except Exception as exc:
                 # The reranker's failure costs these users its gain, never their base's list.
                 log.warning("%s failed on users %s (%s: %s): serving %s's lists", self.name,

@@ -59,6 +59,10 @@ class Calibration:
     # The paired validation gain of the best weight above 0 over the base: (mean, low, high), None when not measured.
     gain: tuple[float, float, float] | None = field(default=None)
 
+    def __post_init__(self):
+        if not 0.0 <= self.weight <= 1.0:  # a hand-edited calibration file, say
+            raise ValueError(f"fusion weight must be in [0, 1], got {self.weight:g}")
+
     @property
     def base_ndcg(self) -> float:
         return self.table[0.0]

@@ -15,17 +15,53 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, TypeVar
+from typing import Any, ClassVar, Mapping, Sequence, TypeVar
 
 from ..config import ConfigError
 
-__all__ = ["ModelConfig", "PretrainedModel", "CONFIG_FILE", "WEIGHTS_FILE"]
+__all__ = ["ModelConfig", "PretrainedModel", "read_json", "checkpoint_problem", "CONFIG_FILE", "WEIGHTS_FILE"]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 C = TypeVar("C", bound="ModelConfig")
 M = TypeVar("M", bound="PretrainedModel")
+
+
+def read_json(path: Path | str) -> Any:
+    """A JSON file of a checkpoint or a calibration; a torn one is one ConfigError naming the file and the cause."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+
+
+def checkpoint_problem(directory: Path, files: Sequence[str], *, data_key: str | None = None,
+                       record: str | None = None) -> str | None:
+    """Why `directory` cannot be reused as a checkpoint, None when it can: one of `files` is missing, a .json one
+    does not parse, a .safetensors one's header cannot be read (`safetensors.safe_open` also checks that the
+    file covers every tensor: a truncated or zero-byte file fails), or the data key recorded in `record` (a
+    JSON file of `files`) is not `data_key` (a checkpoint copied under another data folder's key)."""
+    from safetensors import SafetensorError, safe_open
+
+    for name in files:
+        path = directory / name
+        if not path.is_file():
+            return f"{path} is missing"
+        try:
+            if name.endswith(".json"):
+                read_json(path)
+            elif name.endswith(".safetensors"):
+                with safe_open(str(path), framework="np"):
+                    pass
+        except (ConfigError, SafetensorError, OSError) as exc:
+            return str(exc) if isinstance(exc, ConfigError) else f"{path}: {exc}"
+    if data_key is not None and record is not None:
+        recorded = read_json(directory / record).get("data_key")
+        if recorded != data_key:
+            return (f"{directory / record} records the data key {recorded}, not this data folder's {data_key} "
+                    "(a checkpoint of other data)")
+    return None
 
 
 class ModelConfig:
@@ -62,9 +98,10 @@ class ModelConfig:
         """The config saved in `directory`, `overrides` replacing some fields. A file that is not a valid
         config is one ConfigError naming it."""
         path = Path(directory) / CONFIG_FILE
+        data = read_json(path)
         try:
-            config = cls.from_dict(json.loads(path.read_text()))
-        except ValueError as exc:  # bad JSON, or a field out of range (ConfigError is one)
+            config = cls.from_dict(data)
+        except ValueError as exc:  # a field unknown, missing or out of range (ConfigError is one)
             raise ConfigError(f"{path}: {exc}") from None
         return config.replace(**overrides) if overrides else config
 

@@ -23,12 +23,13 @@ from ...config import ConfigError, Settings
 from ...datafolder import data_key, file_hash, read_data_folder
 from ...publish import staged_folder
 from ...training import torch_threads
-from ..pretrained import CONFIG_FILE, WEIGHTS_FILE
+from ..pretrained import CONFIG_FILE, WEIGHTS_FILE, checkpoint_problem
 from .configuration import ClickPromptConfig
+from .model import FEATURES_FILE
 from .ranking import NegativeSampling, prepare_ranking_data, with_text
 from .train import FitResult, TrainOptions, finetune, pretrain
 
-__all__ = ["checkpoint_version", "default_checkpoint", "prepare_clickprompt", "serving_checkpoint", "is_checkpoint",
+__all__ = ["checkpoint_version", "default_checkpoint", "prepare_clickprompt", "serving_checkpoint", "serving_problem",
            "train_recipe", "Recipe", "RECIPES", "CHECKPOINTS_DIR", "TRAINING_FILE"]
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,11 @@ def default_checkpoint(settings: Settings, *, quick: bool = True) -> Path:
             / RECIPES[quick].name)
 
 
-def is_checkpoint(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+def serving_problem(path: Path, settings: Settings) -> str | None:
+    """Why `path` cannot serve the data folder (`pretrained.checkpoint_problem`: files complete and readable,
+    trained on this data), None when it can."""
+    return checkpoint_problem(path, (CONFIG_FILE, WEIGHTS_FILE, FEATURES_FILE, TRAINING_FILE),
+                              data_key=data_key(settings.host.data_webroot), record=TRAINING_FILE)
 
 
 def train_recipe(ratings: pd.DataFrame, movies: pd.DataFrame, recipe: Recipe, out_dir: Path, *, seed: int,
@@ -116,13 +120,16 @@ def prepare_clickprompt(settings: Settings, *, checkpoint: Path | str | None = N
     or `checkpoint`) by `RECIPES[quick]`. Training happens in a temporary folder renamed into place, so an
     interrupted run leaves nothing that a later call would take for a checkpoint."""
     dest = Path(checkpoint) if checkpoint is not None else default_checkpoint(settings, quick=quick)
-    if is_checkpoint(dest):
+    problem = serving_problem(dest, settings)
+    if problem is None:
         return dest
+    if dest.exists():  # damaged, incomplete or another data's: trained again, never "reused"
+        log.warning("clickprompt: retraining: %s", problem)
     recipe = RECIPES[quick]
     started = time.perf_counter()
     ratings, movies = read_data_folder(settings.host.data_webroot)
     # Published whole (`publish.staged_folder`); a process that finished the same training first keeps its model.
-    with staged_folder(dest, keep_existing=is_checkpoint) as staging:
+    with staged_folder(dest, keep_existing=lambda path: serving_problem(path, settings) is None) as staging:
         with torch_threads(threads):
             fit, info = train_recipe(ratings, movies, recipe, staging / _WORK, seed=settings.seed, progress=progress)
         (fit.checkpoint / TRAINING_FILE).write_text(json.dumps({
@@ -140,15 +147,20 @@ def prepare_clickprompt(settings: Settings, *, checkpoint: Path | str | None = N
 
 def serving_checkpoint(settings: Settings, checkpoint: Path | str | None = None) -> Path:
     """`checkpoint`, else the data folder's full checkpoint, else its quick one; a clear error when it does not
-    exist. Finds the folder without loading the model."""
+    exist or cannot be used (a damaged file, another data's). Finds the folder without loading the model."""
     if checkpoint is not None:
         path = Path(checkpoint)
+        problem = checkpoint_problem(path, (CONFIG_FILE, WEIGHTS_FILE, FEATURES_FILE))
     else:
         path = next((p for p in (default_checkpoint(settings, quick=False), default_checkpoint(settings))
-                     if is_checkpoint(p)), default_checkpoint(settings))
-    if not is_checkpoint(path):
+                     if p.exists()), default_checkpoint(settings))
+        problem = serving_problem(path, settings)
+    if not path.exists():
         raise ConfigError(
             f"no ClickPrompt checkpoint at {path} (for the data folder {settings.host.data_webroot}); train one "
             "with `sparrow-llm clickprompt prepare` (~3 min), or `sparrow-llm clickprompt pretrain` then "
             "`sparrow-llm clickprompt finetune --mode ctr --init-from <pretrain dir>` and pass that checkpoint")
+    if problem is not None:
+        raise ConfigError(f"the ClickPrompt checkpoint {path} cannot be used: {problem}; train it again with "
+                          "`sparrow-llm clickprompt prepare`")
     return path

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..pretrained import read_json
 from .schema import (
     CATEGORICAL_FIELDS, COL_LABEL, COL_MOVIE, COL_MOVIE_AVG_RATING, COL_MOVIE_RATING_COUNT,
     COL_RELEASE_YEAR, COL_TITLE, MOVIE_GENRES, MOVIE_STAT_COLUMNS, NUMERIC_FIELDS, USER_GENRES,
@@ -115,7 +116,7 @@ class FeatureSpace:
 
     @classmethod
     def load(cls, path: Path) -> "FeatureSpace":
-        return cls.from_json(json.loads(Path(path).read_text()))
+        return cls.from_json(read_json(path))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FeatureSpace) and self.to_json() == other.to_json()

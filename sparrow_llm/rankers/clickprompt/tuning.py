@@ -29,8 +29,9 @@ from ...domain import UserContext, UserRating
 from ...schema import COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_USER
 from ..base import Ranker, base_key
 from ..fusion import Calibration, choose_weight
-from .checkpoint import (CHECKPOINTS_DIR, TRAINING_FILE, checkpoint_version, default_checkpoint, is_checkpoint,
-                         prepare_clickprompt)
+from ..pretrained import read_json
+from .checkpoint import (CHECKPOINTS_DIR, TRAINING_FILE, checkpoint_version, default_checkpoint, prepare_clickprompt,
+                         serving_problem)
 from .score import ClickPromptScorer
 
 __all__ = ["prepare", "calibrate", "fusion_path", "load_calibration", "logits"]
@@ -55,8 +56,8 @@ def load_calibration(settings: Settings, checkpoint: Path, base: Ranker | None) 
     if not path.is_file():
         return None
     try:
-        return Calibration.from_json(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return Calibration.from_json(read_json(path))
+    except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: not a fusion weight file ({type(exc).__name__}: {exc}); delete it to choose "
                           "the weight again") from None
 
@@ -116,12 +117,12 @@ def calibrate(settings: Settings, checkpoint: Path, make_base: MakeBase) -> Cali
 def prepare(settings: Settings, progress: bool, make_base: MakeBase, *, quick: bool = True) -> str:
     """The checkpoint for the data folder (trained now, or reused) and its fusion weight over the base; one line."""
     started = time.perf_counter()
-    existed = is_checkpoint(default_checkpoint(settings, quick=quick))
+    existed = serving_problem(default_checkpoint(settings, quick=quick), settings) is None
     path = prepare_clickprompt(settings, quick=quick, progress=progress)
     if existed:
         line = f"clickprompt: reusing {path}"
     else:
-        info = json.loads((path / TRAINING_FILE).read_text())
+        info = read_json(path / TRAINING_FILE)
         line = (f"clickprompt: trained {path} on {info['train_samples']} samples in {time.perf_counter() - started:.0f} s "
                 f"(validation: NDCG@10 {info['valid_ndcg']:.4f} over {info['valid_users']} users, AUC {info['valid_auc']:.4f})")
     calibration = calibrate(settings, path, make_base)

@@ -108,6 +108,9 @@ class Backend(ABC):
     name: str
     model: str
     concurrency: int = 1
+    # A short hash of the model's own files (a local model's), "" for an API: answers are cached by it, so a
+    # changed file never serves another model's cached scores under the same name.
+    weights_key: str = ""
 
     def __init__(self) -> None:
         self.counters = Counters()

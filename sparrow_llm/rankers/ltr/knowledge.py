@@ -31,8 +31,8 @@ from ...datafolder import data_key
 from ...minilm import mean_pool
 from ...schema import COL_GENRES, COL_RELEASE_YEAR, COL_TITLE, MOVIES_CSV
 from ...spark import session, task_progress
-from ..llm.local_lm import load_model, model_source
-from ..palr.checkpoint import model_key
+from ..llm.local_lm import load_model, model_key, model_source
+
 
 __all__ = ["KnowledgeSummary", "knowledge_dir", "knowledge_key", "movie_texts", "run_knowledge", "load_knowledge",
            "CHUNK"]

@@ -12,9 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -23,15 +20,17 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ...config import Settings
+from ...config import ConfigError, Settings
 from ...datafolder import data_key
 from ...meter import measure
+from ...publish import staged_folder
 from ..fusion import Calibration, choose_weight
+from ..pretrained import checkpoint_problem, read_json
 from .features import feature_names
 from .knowledge import knowledge_dir, knowledge_key, load_knowledge, run_knowledge
 from .samples import COL_BASE, COL_GROUP, COL_LABEL, COL_SPLIT, TRAIN, VALID, LtrOptions, build_groups
 
-__all__ = ["LtrConfig", "model_dir", "is_model", "train_model", "prepare", "read_config", "MODEL_FILE",
+__all__ = ["LtrConfig", "model_dir", "is_model", "model_problem", "train_model", "prepare", "read_config", "MODEL_FILE",
            "CONFIG_FILE", "TRAINING_FILE", "EARLY_STOPPING",
            "prepare_ltr", "prepare_llm_ltr"]
 
@@ -58,8 +57,13 @@ class LtrConfig:
 
 
 def read_config(directory: Path) -> LtrConfig:
-    data = json.loads((directory / CONFIG_FILE).read_text())
-    return LtrConfig(**{**data, "features": tuple(data["features"])})
+    data = read_json(directory / CONFIG_FILE)
+    try:
+        config = LtrConfig(**{**data, "features": tuple(data["features"])})
+        config.weight  # the calibration reads
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{directory / CONFIG_FILE}: {exc}") from None
+    return config
 
 
 def model_dir(settings: Settings, llm: bool, k: int) -> Path:
@@ -71,8 +75,14 @@ def model_dir(settings: Settings, llm: bool, k: int) -> Path:
             f"{data_key(settings.host.data_webroot)}-{settings.base}-k{k}-{digest}-{knowledge}")
 
 
+def model_problem(directory: Path, key: str | None = None) -> str | None:
+    """Why `directory` cannot be reused (`pretrained.checkpoint_problem`: files complete, the JSON ones readable,
+    trained on the data of `key` when given), None when it can."""
+    return checkpoint_problem(directory, (MODEL_FILE, CONFIG_FILE, TRAINING_FILE), data_key=key, record=CONFIG_FILE)
+
+
 def is_model(directory: Path) -> bool:
-    return all((directory / name).is_file() for name in (MODEL_FILE, CONFIG_FILE, TRAINING_FILE))
+    return model_problem(directory) is None
 
 
 def _group_rows(groups: pd.DataFrame, column: str | np.ndarray) -> list[np.ndarray]:
@@ -107,13 +117,16 @@ def train_model(settings: Settings, *, llm: bool, options: LtrOptions | None = N
                 progress: bool = True) -> tuple[Path, bool]:
     """The model's folder, trained now when missing; whether it trained."""
     options = options or LtrOptions(seed=settings.seed)
-    dest = model_dir(settings, llm, options.k)
-    if is_model(dest):
+    dest, key = model_dir(settings, llm, options.k), data_key(settings.host.data_webroot)
+    problem = model_problem(dest, key)
+    if problem is None:
         return dest, False
+    if dest.exists():  # damaged, incomplete or another data's: trained again, never "reused"
+        log.warning("ltr: retraining: %s", problem)
     names = feature_names(llm)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".ltr-", dir=dest.parent))
-    try:
+    # Published whole (`publish.staged_folder`, which replaces a bad folder); a process that finished the same
+    # training first keeps its model.
+    with staged_folder(dest, keep_existing=lambda path: model_problem(path, key) is None) as staging:
         with measure() as cost:
             knowledge = None
             if llm:
@@ -126,8 +139,8 @@ def train_model(settings: Settings, *, llm: bool, options: LtrOptions | None = N
             scores = model.predict(valid[list(names)]) if len(valid) else np.zeros(0)
             calibration = choose_weight(_group_rows(valid, scores), _group_rows(valid, COL_BASE), _targets(valid),
                                         seed=options.seed)
-        config = LtrConfig(names, options.k, settings.base, data_key(settings.host.data_webroot),
-                           knowledge_key(settings) if llm else None, calibration.to_json())
+        config = LtrConfig(names, options.k, settings.base, key, knowledge_key(settings) if llm else None,
+                           calibration.to_json())
         model.booster_.save_model(str(staging / MODEL_FILE))
         (staging / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2))
         train = groups[groups[COL_SPLIT] == TRAIN]
@@ -138,13 +151,6 @@ def train_model(settings: Settings, *, llm: bool, options: LtrOptions | None = N
                 "weight": calibration.weight, "gain_over_base": calibration.gain,
                 "train_s": cost.seconds, "peak_gib": cost.peak_gib}
         (staging / TRAINING_FILE).write_text(json.dumps(info, indent=2))
-        try:
-            os.replace(staging, dest)
-        except OSError:
-            if not is_model(dest):  # else another process finished the same training first: keep theirs
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log.info("ltr: trained %s in %.1f s", dest, cost.seconds)
     return dest, True
 
@@ -152,7 +158,7 @@ def train_model(settings: Settings, *, llm: bool, options: LtrOptions | None = N
 def prepare(settings: Settings, progress: bool = True, make_base=None, *, llm: bool) -> str:
     """The preparation step of `ltr` / `llm-ltr` (knowledge vectors, samples, training): one summary line."""
     path, trained = train_model(settings, llm=llm, progress=progress)
-    info = json.loads((path / TRAINING_FILE).read_text())
+    info = read_json(path / TRAINING_FILE)
     ndcg = info["valid_ndcg10"]
     return (f"{'llm-ltr' if llm else 'ltr'}: {'trained' if trained else 'reusing'} {path} (validation NDCG@10 on "
             f"{info['valid_groups']} users: base {ndcg['base']:.4f}, ltr {ndcg['ltr']:.4f}, served {ndcg['served']:.4f}"

@@ -14,22 +14,20 @@ from pathlib import Path
 from ...config import ConfigError, Settings
 from ...datafolder import data_key, file_hash
 from ..fusion import Calibration
-from ..llm.local_lm import LocalLMBackend
+from ..llm.local_lm import LocalLMBackend, model_key
+from ..pretrained import checkpoint_problem, read_json
 from .prompts import Prompts
 
-__all__ = ["checkpoint_dir", "model_key", "load_calibration", "save_calibration", "serving_model", "Serving",
+__all__ = ["checkpoint_dir", "load_calibration", "save_calibration", "serving_model", "Serving",
            "ADAPTER", "ADAPTER_WEIGHTS", "ZERO_SHOT", "FINETUNED"]
 
 log = logging.getLogger(__name__)
 
 ADAPTER = "adapter"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file name
+ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"  # peft's file names
 ZERO_SHOT, FINETUNED = "zero-shot", "finetuned"
 
 
-def model_key(source: Path) -> str:
-    files = [source] if source.is_file() else sorted(source.glob("*.safetensors")) + [source / "config.json"]
-    return file_hash(*files)[:12]
 
 
 def checkpoint_dir(settings: Settings, llm: LocalLMBackend, prompts: Prompts, base: str) -> Path:
@@ -41,8 +39,15 @@ def checkpoint_dir(settings: Settings, llm: LocalLMBackend, prompts: Prompts, ba
 
 
 def load_calibration(directory: Path, variant: str) -> Calibration | None:
+    """The variant's calibration, None when there is none; a torn or out-of-range file is one ConfigError naming it."""
     path = directory / f"fusion-{variant}.json"
-    return Calibration.from_json(json.loads(path.read_text())) if path.is_file() else None
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    try:
+        return Calibration.from_json(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc if not isinstance(exc, KeyError) else f'no {exc} field'}") from None
 
 
 def save_calibration(directory: Path, variant: str, calibration: Calibration) -> None:
@@ -67,7 +72,11 @@ def serving_model(settings: Settings, llm: LocalLMBackend, prompts: Prompts, bas
         log.warning("local model without a data folder (%s): zero-shot, LLM order only", exc)
         return Serving(llm, 1.0 if settings.llm.fusion_weight is None else settings.llm.fusion_weight, ZERO_SHOT, False)
     adapter = directory / ADAPTER
-    variant = FINETUNED if settings.llm.local_finetuned and (adapter / ADAPTER_WEIGHTS).is_file() else ZERO_SHOT
+    variant = FINETUNED if settings.llm.local_finetuned and (adapter / ADAPTER_WEIGHTS).exists() else ZERO_SHOT
+    problem = checkpoint_problem(adapter, (ADAPTER_CONFIG, ADAPTER_WEIGHTS)) if variant == FINETUNED else None
+    if problem is not None:  # a damaged adapter costs its gain, never the ranking
+        log.warning("the fine-tuned adapter cannot be used (%s): serving the zero-shot model", problem)
+        variant = ZERO_SHOT
     if variant == FINETUNED:
         llm = llm.with_adapter(adapter, f"lora-{file_hash(adapter / ADAPTER_WEIGHTS)[:10]}")
     calibration = load_calibration(directory, variant)

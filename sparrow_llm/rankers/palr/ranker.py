@@ -62,8 +62,9 @@ def _version(prompts: Prompts) -> str:
 
 
 def cache_key(llm: Backend, request: PromptRequest) -> str:
-    """Content address of one answer: who answers (backend, model), which template, what prompt."""
-    parts = (llm.name, llm.model, f"{request.step}.{request.version}", request.text)
+    """Content address of one answer: who answers (backend, model, the model files' content), which template,
+    what prompt."""
+    parts = (llm.name, llm.model, llm.weights_key, f"{request.step}.{request.version}", request.text)
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 

@@ -23,12 +23,14 @@ from ...meter import measure
 from ...progress import progress_bar
 from ...publish import staged_folder
 from ...schema import COL_USER
-from ..pretrained import CONFIG_FILE, WEIGHTS_FILE
+from ..pretrained import CONFIG_FILE, WEIGHTS_FILE, read_json
+from ..pretrained import checkpoint_problem as pretrained_problem
 from .interactions import Catalogue, Fold, History, folds, histories, ndcg_at
-from .linear import EASE_GRID, EASE_RECENT_GRID, Grid, LinearModel, fit_ease, fit_popularity, select_ease
+from .linear import (EASE_GRID, EASE_RECENT_GRID, Grid, LinearModel, check_ease_memory, fit_ease, fit_popularity,
+                     select_ease)
 from .samples import COL_MOVIES, build_sequences, read_sequences
 
-__all__ = ["RetrievalData", "load_data", "FOLDS", "model_dir", "is_checkpoint", "prepare_model", "prepare", "training_info",
+__all__ = ["RetrievalData", "load_data", "FOLDS", "model_dir", "is_checkpoint", "checkpoint_problem", "prepare_model", "prepare", "training_info",
            "prepare_popularity", "prepare_ease", "prepare_ease_recent", "prepare_sasrec", "MODELS",
            "CHECKPOINTS_DIR", "TRAINING_FILE"]
 
@@ -70,12 +72,18 @@ def model_dir(settings: Settings, model: str) -> Path:
     return settings.host.work_dir / CHECKPOINTS_DIR / data_key(settings.host.data_webroot) / model
 
 
+def checkpoint_problem(path: Path, key: str | None = None) -> str | None:
+    """Why `path` cannot be reused (`pretrained.checkpoint_problem`: files complete and readable, and trained on
+    the data of `key`, when given), None when it can."""
+    return pretrained_problem(path, (CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE), data_key=key, record=TRAINING_FILE)
+
+
 def is_checkpoint(path: Path) -> bool:
-    return all((path / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE))
+    return checkpoint_problem(path) is None
 
 
 def training_info(path: Path) -> dict:
-    return json.loads((path / TRAINING_FILE).read_text())
+    return read_json(path / TRAINING_FILE)
 
 
 # ---- one fit per model: (data, destination, settings, progress) -> what training.json records ----
@@ -91,6 +99,7 @@ def _fit_popularity(data: RetrievalData, dest: Path, settings: Settings, progres
 
 
 def _fit_ease(grid: Grid, data: RetrievalData, dest: Path, settings: Settings, progress: bool) -> dict:
+    check_ease_memory(len(data.catalogue))
     with progress_bar(total=len(grid.l2) * len(grid.disliked_weight), desc="ease validation", unit="fit",
                       enabled=progress) as bar:
         config, tried = select_ease(data.folds, data.catalogue, grid, step=lambda: bar.update(1))
@@ -126,16 +135,20 @@ def prepare_model(settings: Settings, model: str, *, samples: Path | str | None 
     """The model's folder for the data folder, trained now when it does not exist yet; whether it trained."""
     if model not in _FITS:
         raise ConfigError(f"unknown retrieval model {model!r}; known: {', '.join(MODELS)}")
-    dest = model_dir(settings, model)
-    if is_checkpoint(dest):
+    dest, key = model_dir(settings, model), data_key(settings.host.data_webroot)
+    problem = checkpoint_problem(dest, key)
+    if problem is None:
         return dest, False
-    # Published whole (`publish.staged_folder`); a process that finished the same training first keeps its model.
-    with staged_folder(dest, keep_existing=is_checkpoint) as staging:
+    if dest.exists():  # damaged, incomplete or another data's: trained again, never "reused"
+        log.warning("retrieval: retraining %s: %s", model, problem)
+    # Published whole (`publish.staged_folder`, which replaces a bad folder); a process that finished the same
+    # training first keeps its model.
+    with staged_folder(dest, keep_existing=lambda path: checkpoint_problem(path, key) is None) as staging:
         with measure() as cost:
             data = load_data(settings, samples)
             info = _FITS[model](data, staging, settings, progress)
         info.update({"model": model, "data_folder": str(settings.host.data_webroot),
-                     "data_key": data_key(settings.host.data_webroot), "users": len(data.full),
+                     "data_key": key, "users": len(data.full),
                      "valid_users": len(data.folds[0].valid), "items": len(data.catalogue), "train_s": cost.seconds,
                      "peak_gib": cost.peak_gib, "added_gib": cost.added_gib})
         (staging / TRAINING_FILE).write_text(json.dumps(info, indent=2))

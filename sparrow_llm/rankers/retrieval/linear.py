@@ -10,6 +10,7 @@ thousands of movies, not for millions.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -17,11 +18,12 @@ from typing import Callable, Sequence
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from ...config import ConfigError
 from ..pretrained import WEIGHTS_FILE, PretrainedModel
 from .configuration import EASE, POPULARITY, LinearConfig
 from .interactions import Catalogue, Fold, History, interaction_matrix, ndcg_at, popularity_counts
 
-__all__ = ["LinearModel", "Grid", "EASE_GRID", "EASE_RECENT_GRID", "fit_ease", "fit_popularity", "select_ease"]
+__all__ = ["LinearModel", "check_ease_memory", "available_memory", "EASE_BYTES_PER_CELL", "Grid", "EASE_GRID", "EASE_RECENT_GRID", "fit_ease", "fit_popularity", "select_ease"]
 
 class LinearModel(PretrainedModel):
     """Scores of every catalogue movie for a batch of histories: counts (popularity) or vector @ B (EASE)."""
@@ -59,6 +61,31 @@ class LinearModel(PretrainedModel):
 def fit_popularity(histories: Sequence[History], catalogue: Catalogue) -> LinearModel:
     return LinearModel(LinearConfig(POPULARITY), popularity_counts([h.items for h in histories], len(catalogue)),
                        catalogue.movie_ids)
+
+
+# EASE's peak: the float64 Gram matrix and its inverse, and B (float64, then its float32 copy), items x items each.
+EASE_BYTES_PER_CELL = 8 + 8 + 8 + 4
+
+
+def available_memory() -> int:
+    """Bytes this machine can still give without swapping: MemAvailable of /proc/meminfo, else the free pages."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_ease_memory(n_items: int) -> None:
+    """One ConfigError, before anything is allocated, when EASE's item x item matrices do not fit in memory."""
+    needed, available = n_items * n_items * EASE_BYTES_PER_CELL, available_memory()
+    if needed > available:
+        raise ConfigError(f"EASE on a catalogue of {n_items} movies needs {needed / 2 ** 30:.1f} GiB for its "
+                          f"{n_items} x {n_items} matrices, and {available / 2 ** 30:.1f} GiB of memory is available: "
+                          "use a base that scales, SPARROW_LLM_BASE=sasrec (or popularity)")
 
 
 def fit_ease(histories: Sequence[History], n_items: int, l2: float, disliked_weight: float = 1.0) -> np.ndarray:
