@@ -42,7 +42,9 @@ def test_in_process_and_spark_serve_the_bases_lists_at_weight_zero(zero, spark, 
     base = run_rerank(settings, "popularity", store=store, progress=False)
     assert base.written > 500
     expected = _records(store, "popularity", users)
-    assert run_rerank(settings, "llm", store=store, progress=False).counters.get("llm_calls", 0) == 0
+    llm = run_rerank(settings, "llm", store=store, progress=False)
+    # No forward pass at weight 0, and no cache read either: the summary says neither.
+    assert llm.counters.get("llm_calls", 0) == 0 and not [k for k in llm.counters if k.startswith("cache")]
     assert _records(store, "llm", users) == expected
     spark_store = open_store(StoreSettings(kind="file", dir=tmp_path / "spark"))
     run_rerank_spark(settings, "llm", store=spark_store, spark=spark, progress=False)

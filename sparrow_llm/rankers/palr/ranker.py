@@ -84,14 +84,17 @@ class _Tally:
     backend took for the calls made now (cached answers cost none)."""
 
     llm_calls: int = 0
+    cache_hits: int = 0  # answers or scores read from the cache
     prompt_tokens: int = 0
     completion_tokens: int = 0
     llm_s: float = 0.0
 
     def meta(self, parse: str) -> dict:
-        return {"parse": parse, "llm_calls": self.llm_calls, "cache": "miss" if self.llm_calls else "hit",
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "llm_ms": round(self.llm_s * 1000)}
+        """`cache` only when the cache took part: "miss" (a call was made) or "hit" (every answer was cached);
+        a user ranked with no LLM at all (fusion weight 0) says neither."""
+        cache = {"cache": "miss"} if self.llm_calls else {"cache": "hit"} if self.cache_hits else {}
+        return {"parse": parse, "llm_calls": self.llm_calls, **cache, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "llm_ms": round(self.llm_s * 1000)}
 
 
 class PalrRanker(BaseRanker):
@@ -187,6 +190,7 @@ class PalrRanker(BaseRanker):
         keys = [cache_key(self.llm, r) for r in requests]
         found = {key: cached for key in keys if (cached := self._cache_get(key)) is not None and "scores" in cached}
         misses = [(key, r) for key, r in zip(keys, requests) if key not in found]
+        tally.cache_hits += len(requests) - len(misses)
         if misses:
             tally.llm_calls += len(misses)
             scored = self.llm.score_options([r for _, r in misses])
@@ -209,6 +213,7 @@ class PalrRanker(BaseRanker):
         key = cache_key(self.llm, request)
         cached = self._cache_get(key)
         if cached is not None and usable(str(cached.get("text") or "")):
+            tally.cache_hits += 1
             usage = cached.get("usage") or {}
             tally.prompt_tokens += int(usage.get("prompt_tokens", 0))
             tally.completion_tokens += int(usage.get("completion_tokens", 0))
