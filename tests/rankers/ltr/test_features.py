@@ -3,16 +3,17 @@ import numpy as np
 import pandas as pd
 
 from sparrow_llm.domain import UserRating
-from sparrow_llm.rankers.ltr.features import FeatureSources, Query, feature_names, features
+from sparrow_llm.rankers.ltr.features import (ALL_LLM_FEATURES, TEXT_KINDS, TEXT_SOURCES, FeatureSources, Query,
+                                              feature_names, features)
 from sparrow_llm.rankers.retrieval.interactions import Catalogue
 from sparrow_llm.rankers.retrieval.linear import fit_popularity
 from sparrow_llm.rankers.retrieval.interactions import History
 
 
-def _sources(ratings, movies, knowledge=None):
+def _sources(ratings, movies, texts=None):
     catalogue = Catalogue.from_movies(movies)
     popularity = fit_popularity([History.build(catalogue, [m], [4.0]) for m in movies["movieId"]], catalogue)
-    return FeatureSources.build(catalogue, {"popularity": popularity}, ratings, movies, {}, knowledge)
+    return FeatureSources.build(catalogue, {"popularity": popularity}, ratings, movies, {}, texts)
 
 
 def test_ratings_after_the_cut_change_no_feature(ratings, movies):
@@ -36,12 +37,29 @@ def test_ratings_after_the_cut_change_no_feature(ratings, movies):
     assert (moved["item_count"] == before["item_count"] + 1).all()
 
 
-def test_knowledge_features_compare_with_recent_liked(ratings, movies):
-    ids = movies["movieId"].to_numpy()
+def test_text_features_compare_with_the_recent_liked_disliked_and_rated(ratings, movies):
+    ids = [int(m) for m in movies["movieId"]]
     rng = np.random.default_rng(0)
-    knowledge = {int(m): rng.normal(size=8) for m in ids}
-    liked = int(ids[0])
-    history = (UserRating(liked, 5.0, 1),)
-    query = [Query(1, history, (liked, int(ids[1])), 2.0)]
-    frame, _ = features(_sources(ratings, movies, knowledge), query, ["knowledge_mean_cos", "knowledge_max_cos"])
-    assert np.isclose(frame["knowledge_max_cos"].iloc[0], 1.0) and frame["knowledge_max_cos"].iloc[1] < 1.0
+    texts = {source: {m: rng.normal(size=8) for m in ids} for source in TEXT_SOURCES}
+    liked, disliked, other = ids[:3]
+    history = (UserRating(disliked, 1.0, 1), UserRating(liked, 5.0, 2))
+    query = [Query(1, history, (liked, disliked, other), 3.0)]
+    frame, _ = features(_sources(ratings, movies, texts), query, ALL_LLM_FEATURES)
+    for source in TEXT_SOURCES:
+        mean, top, bad, rated = (frame[f"{source}_{k}"].to_numpy() for k in TEXT_KINDS)
+        assert np.isclose(mean[0], 1.0) and np.isclose(top[0], 1.0) and top[2] < 1.0
+        assert np.isclose(bad[1], 1.0) and bad[2] < 1.0
+        # Rated 5 and 1 (mean 3): the liked movie scores (1 - cos) / 2 above 0, the disliked one as far below.
+        assert rated[0] > 0 > rated[1] and np.isclose(rated[0], -rated[1])
+    # The sources' vectors are centred: a common offset added to every movie changes nothing.
+    shifted = {s: {m: v + 100.0 for m, v in vectors.items()} for s, vectors in texts.items()}
+    again, _ = features(_sources(ratings, movies, shifted), query, ALL_LLM_FEATURES)
+    np.testing.assert_allclose(again[list(ALL_LLM_FEATURES)], frame[list(ALL_LLM_FEATURES)], atol=1e-4)
+
+
+def test_without_a_disliked_movie_its_feature_is_missing(ratings, movies):
+    ids = [int(m) for m in movies["movieId"]]
+    texts = {"knowledge": {m: np.random.default_rng(m).normal(size=8) for m in ids}}
+    query = [Query(1, (UserRating(ids[0], 5.0, 1),), (ids[1],), 2.0)]
+    frame, _ = features(_sources(ratings, movies, texts), query, ["knowledge_disliked_cos", "knowledge_rated_cos"])
+    assert frame[["knowledge_disliked_cos", "knowledge_rated_cos"]].isna().all(axis=None)
