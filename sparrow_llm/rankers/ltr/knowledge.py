@@ -5,8 +5,9 @@ Each movie's text ("Title (Year). Genres: a, b") goes through a language model, 
 vector is the mean of the last hidden states over the text's tokens), and `minilm`, the sentence encoder
 (all-MiniLM-L6-v2). Serving reads them back (`load_texts`): a lookup, no forward pass.
 
-  * Kept under `<work dir>/ltr/knowledge/<model key>-<data key>/` (the MiniLM's key starts `minilm-`), so
-    another model or data folder never reads them, as `chunk-<n>-<hash of its movies' texts>.npz` files of
+  * Kept under `<work dir>/ltr/knowledge/<model key>-<movies key>/` (the MiniLM's key starts `minilm-`; the
+    movies key hashes movies.csv, all the texts read, so folders of the same movies share them), so another
+    model or movie list never reads them, as `chunk-<n>-<hash of its movies' texts>.npz` files of
     `CHUNK` movies each.
   * Resumable like the profiles job: the driver lists the chunks whose file is missing and only those are
     computed (a second run over the same folder computes nothing); each partition loads the model once and
@@ -29,7 +30,7 @@ from pyspark.sql import SparkSession
 
 from ...catalog import movie_catalog
 from ...config import ConfigError, LLMSettings, Settings
-from ...datafolder import data_key
+from ...datafolder import file_hash
 from ...minilm import mean_pool, minilm
 from ...minilm import model_path as minilm_path
 from ...schema import COL_GENRES, COL_RELEASE_YEAR, COL_TITLE, MOVIES_CSV
@@ -64,8 +65,8 @@ def _model_key(settings: Settings, source: str) -> str:
 
 
 def knowledge_key(settings: Settings, source: str = "knowledge") -> str:
-    """The source's model content key and the data folder's."""
-    return f"{_model_key(settings, source)}-{data_key(settings.host.data_webroot)}"
+    """The source's model content key and the data folder's movies.csv's."""
+    return f"{_model_key(settings, source)}-{file_hash(settings.host.data_webroot / MOVIES_CSV)[:16]}"
 
 
 def knowledge_dir(settings: Settings, source: str = "knowledge") -> Path:

@@ -94,8 +94,9 @@ def validation(groups: pd.DataFrame) -> pd.DataFrame:
     return groups[(groups[COL_SPLIT] == VALID) & (groups[COL_HISTORY] == FULL)]
 
 
-def fit(groups: pd.DataFrame, names: Sequence[str], seed: int):
-    """LightGBM LambdaRank on every training group (cold-start copies included), early stopping on `validation`."""
+def fit(groups: pd.DataFrame, names: Sequence[str], seed: int, **params):
+    """LightGBM LambdaRank on every training group (cold-start copies included), early stopping on `validation`;
+    `params` override the stage's LightGBM parameters."""
     import lightgbm as lgb
 
     train, valid = groups[groups[COL_SPLIT] == TRAIN], validation(groups)
@@ -104,7 +105,7 @@ def fit(groups: pd.DataFrame, names: Sequence[str], seed: int):
     if not len(train) or not len(stop_on):
         raise ValueError(f"too few samples to train on: {train[COL_GROUP].nunique()} training groups, "
                          f"{stop_on[COL_GROUP].nunique()} validation groups with their target in the window")
-    model = lgb.LGBMRanker(**_PARAMS, random_state=seed)
+    model = lgb.LGBMRanker(**{**_PARAMS, **params}, random_state=seed)
     model.fit(train[list(names)], train[COL_LABEL], group=train.groupby(COL_GROUP, sort=False).size().to_numpy(),
               eval_X=(stop_on[list(names)],), eval_y=(stop_on[COL_LABEL],),
               eval_group=[stop_on.groupby(COL_GROUP, sort=False).size().to_numpy()], eval_at=[10],
