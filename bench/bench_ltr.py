@@ -34,22 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sparrow_llm.config import Settings  # noqa: E402
 from sparrow_llm.datafolder import data_key, read_data_folder  # noqa: E402
+from sparrow_llm.domain import UserContext, UserRating  # noqa: E402
 from sparrow_llm.evaluation.datacopy import write_eval_copy  # noqa: E402
 from sparrow_llm.meter import measure  # noqa: E402
 from sparrow_llm.metrics import bootstrap_difference, ndcg_of_scores  # noqa: E402
 from sparrow_llm.rankers.fusion import choose_weight  # noqa: E402
-from sparrow_llm.rankers.ltr.features import ALL_LLM_FEATURES, CORE_FEATURES, TEXT_SOURCES  # noqa: E402
+from sparrow_llm.rankers.ltr.features import (ADAPTED, ALL_LLM_FEATURES, CORE_FEATURES, LLM_FEATURES,  # noqa: E402
+                                              TEXT_SOURCES)
 from sparrow_llm.rankers.ltr.knowledge import load_texts, run_knowledge  # noqa: E402
+from sparrow_llm.rankers.ltr.ranker import LtrRanker, from_settings  # noqa: E402
 from sparrow_llm.rankers.ltr.samples import (COL_BASE, COL_GROUP, COL_HISTORY, COL_LABEL, COL_SPLIT,  # noqa: E402
-                                             COL_TARGET, COL_USER, FULL, TRAIN, VALID, LtrOptions, build_groups)
-from sparrow_llm.rankers.ltr.train import fit, group_rows, target_indexes  # noqa: E402
-from sparrow_llm.domain import UserContext, UserRating  # noqa: E402
-from sparrow_llm.rankers.ltr.features import FeatureSources  # noqa: E402
-from sparrow_llm.rankers.ltr.knowledge import sources_of  # noqa: E402
-from sparrow_llm.rankers.ltr.ranker import LtrRanker  # noqa: E402
-from sparrow_llm.rankers.ltr.samples import load_scorers, top_k  # noqa: E402
-from sparrow_llm.rankers.ltr.train import LtrConfig  # noqa: E402
-from sparrow_llm.rankers.palr.samples import item_vectors  # noqa: E402
+                                             COL_TARGET, COL_USER, FULL, TRAIN, VALID, LtrOptions, build_groups,
+                                             load_scorers, top_k)
+from sparrow_llm.rankers.ltr.train import fit, group_rows, prepare, target_indexes  # noqa: E402
 from sparrow_llm.schema import COL_MOVIE, COL_RATING, COL_TIMESTAMP, RATINGS_CSV  # noqa: E402
 
 
@@ -63,7 +60,9 @@ FEATURE_SETS = {
     "llm-ltr:kn-liked": CORE_FEATURES + _kinds("knowledge", "mean_cos", "max_cos"),
     "llm-ltr:kn-all": CORE_FEATURES + _kinds("knowledge", "mean_cos", "max_cos", "disliked_cos", "rated_cos"),
     "llm-ltr:minilm-all": CORE_FEATURES + _kinds("minilm", "mean_cos", "max_cos", "disliked_cos", "rated_cos"),
-    "llm-ltr:both-all": CORE_FEATURES + ALL_LLM_FEATURES,
+    "llm-ltr:both-all": CORE_FEATURES + LLM_FEATURES,
+    "llm-ltr:adapted": CORE_FEATURES + _kinds(ADAPTED, "mean_cos", "max_cos", "disliked_cos", "rated_cos"),
+    "llm-ltr:all3": CORE_FEATURES + ALL_LLM_FEATURES,
 }
 TAIL_HEAD_SHARE = 0.2
 EVERY_USER = 10 ** 9  # valid_users: every user's last target is a validation group (the folds split them)
@@ -126,27 +125,33 @@ def _ndcg(part: pd.DataFrame, scores: np.ndarray | str) -> pd.Series:
     return pd.Series(values, index=users)
 
 
-def _serving_ms(settings: Settings, model, names: list[str], users: int = 100) -> float:
-    """ms per user of `LtrRanker.rank_many` (features, LightGBM's scores and reasons) at weight 1, over the copy's
-    first `users` users with the base's top K as their window, in batches of 20."""
-    ratings, movies = read_data_folder(settings.host.data_webroot)
+def _serving_ms(settings: Settings, ranker: LtrRanker, users: int = 100) -> float:
+    """ms per user of `LtrRanker.rank_many` (features, LightGBM's scores and reasons) at weight 1, over the data
+    folder's first `users` users with the base's top K as their window, in batches of 20."""
+    ratings, _ = read_data_folder(settings.host.data_webroot)
     catalogue, scorers = load_scorers(settings, progress=False)
-    texts = load_texts(settings, sources_of(names))
-    sources = FeatureSources.build(catalogue, scorers, ratings, movies, item_vectors(settings.host.data_webroot), texts)
-    config = LtrConfig(tuple(names), LtrOptions().k, settings.base, "", None,
-                       {"weight": 1.0, "samples": 0, "ndcg_by_weight": {"0.0": 0.0, "1.0": 0.0}})
-    ranker = LtrRanker("bench", model.booster_, config, sources, "bench")
     contexts = []
     for user, rows in list(ratings.sort_values(COL_TIMESTAMP).groupby(COL_USER))[:users]:
         history = tuple(UserRating(int(m), float(r), int(t))
                         for m, r, t in rows[[COL_MOVIE, COL_RATING, COL_TIMESTAMP]].itertuples(index=False))
-        ids, scores = top_k(scorers[settings.base], catalogue, [history], LtrOptions().k)[0]
+        ids, scores = top_k(scorers[settings.base], catalogue, [history], ranker.window)[0]
         contexts.append(UserContext(int(user), history, tuple(ids), {m: None for m in ids}, None,
                                     dict(zip(ids, scores))))
+    ranker.weight = 1.0  # the model's own order: every feature computed, as at any weight above 0
     started = time.perf_counter()
     for start in range(0, len(contexts), 20):
         ranker.rank_many(contexts[start:start + 20])
     return (time.perf_counter() - started) * 1000 / len(contexts)
+
+
+def _prepare(settings: Settings) -> None:
+    """The registry's preparation of `ltr` and `llm-ltr` on the copy (their validation users' numbers), and
+    their serving time."""
+    for llm in (False, True):
+        with measure() as cost:
+            line = prepare(settings, llm=llm)
+        print(f"{line}; process peak {cost.peak_gib:.2f} GiB", flush=True)
+        print(f"serving: {_serving_ms(settings, from_settings(settings, llm=llm)):.1f} ms/user", flush=True)
 
 
 def _fmt(interval) -> str:
@@ -162,9 +167,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folds", type=int, default=2, help="cross-fitting folds of the users")
     parser.add_argument("--levels", type=int, default=LtrOptions().train_per_user, help="training targets per user")
     parser.add_argument("--params", default="{}", help="LightGBM parameters over the stage's (JSON)")
-    parser.add_argument("--serve", action="store_true", help="also time serving (LtrRanker at weight 1)")
+    parser.add_argument("--prepare", action="store_true",
+                        help="instead: the registry's preparation of ltr and llm-ltr on the copy, and serving time")
     args = parser.parse_args(argv)
     settings = _eval_copy(Settings.from_env())
+    if args.prepare:
+        _prepare(settings)
+        return
     short = tuple(int(n) for n in args.short.split(",") if n)
     options = LtrOptions(seed=settings.seed, short_histories=short, train_per_user=args.levels, valid_users=EVERY_USER)
     with measure() as build_cost:
@@ -203,8 +212,6 @@ def main(argv: list[str] | None = None) -> None:
             results[name] = {s: sum(r[s] for r in per_seed) / len(per_seed) for s in segments[0]}
             notes[name] = (f"fit {np.mean(seconds):.1f} s per model, best iterations {iterations}, "
                            f"fusion weight {[float(w) for w in weights]}, peak {cost.peak_gib:.2f} GiB")
-            if args.serve:
-                notes[name] += f", serving {_serving_ms(settings, model, names):.1f} ms/user"
             print(f"{name}: {notes[name]}", flush=True)
     _report(results, notes)
 

@@ -37,7 +37,7 @@ from ...schema import COL_GENRES, COL_RELEASE_YEAR, COL_TITLE, MOVIES_CSV
 from ...spark import session, task_progress
 from ..llm.local_lm import load_model, model_source
 from ..palr.checkpoint import model_key
-from .features import TEXT_SOURCES
+from .features import ADAPTED, TEXT_SOURCES
 
 __all__ = ["KnowledgeSummary", "knowledge_dir", "knowledge_key", "movie_texts", "run_knowledge", "load_knowledge",
            "load_texts", "sources_of", "CHUNK"]
@@ -74,7 +74,8 @@ def knowledge_dir(settings: Settings, source: str = "knowledge") -> Path:
 
 
 def sources_of(names: Sequence[str]) -> tuple[str, ...]:
-    """The text sources the features `names` read."""
+    """The text sources the features `names` read (the adapted vectors read the knowledge vectors)."""
+    names = [n.replace(f"{ADAPTED}_", "knowledge_", 1) for n in names]
     return tuple(s for s in TEXT_SOURCES if any(n.startswith(f"{s}_") for n in names))
 
 

@@ -20,8 +20,7 @@ from ...store import Store
 from ..base import BaseRanker, Ranker
 from ..fusion import fuse, window_base_scores
 from ..palr.samples import item_vectors
-from .features import (RETRIEVAL_MODELS, TEXT_KINDS, TEXT_SOURCES, USER_FEATURES, FeatureSources, Query,
-                       features)
+from .features import ADAPTED, RETRIEVAL_MODELS, TEXT_KINDS, USER_FEATURES, FeatureSources, Query, features
 from .knowledge import load_texts, sources_of
 from .samples import LtrOptions, load_scorers
 from .train import MODEL_FILE, LtrConfig, read_config, train_model
@@ -34,7 +33,8 @@ def _rank_phrase(model: str) -> Callable[[dict], str]:
     return lambda v: f"{model} puts it at #{v[key]:.0f} of the movies you have not rated"
 
 
-_TEXT_READERS = {"knowledge": "the language model", "minilm": "the sentence encoder"}
+_TEXT_READERS = {"knowledge": "the language model", "minilm": "the sentence encoder",
+                 ADAPTED: "the language model, mapped onto the ratings' item space,"}
 _TEXT_PHRASES = {
     "mean_cos": "reads its title and genres as close to the movies you liked recently (cosine {:.2f})",
     "max_cos": "reads its title and genres as close to one of the movies you liked recently (cosine {:.2f})",
@@ -59,7 +59,7 @@ _PHRASES: dict[str, Callable[[dict], str]] = {
     "genre_mean": lambda v: f"{v['genre_max']:.0%} of the movies you liked share a genre with it",
     "year_gap": lambda v: (f"released in {v['item_year']:.0f}, {v['year_gap']:.0f} years from the mean year of "
                            f"the movies you liked"),
-    **{f"{source}_{kind}": _text_phrase(source, kind) for source in TEXT_SOURCES for kind in TEXT_KINDS},
+    **{f"{source}_{kind}": _text_phrase(source, kind) for source in _TEXT_READERS for kind in TEXT_KINDS},
 }
 
 

@@ -47,12 +47,12 @@ FULL = 0
 @dataclass(frozen=True)
 class LtrOptions:
     k: int = 50
-    train_per_user: int = 3  # training levels: each trains its own base and feature models
+    train_per_user: int = 6  # training levels: each trains its own base and feature models
     valid_users: int = 300
     seed: int = 2024
     # Cold-start copies: every group again with the history cut to its last N ratings (the base's window and
     # every feature computed from them). Training reads them all; validation's choices read the full histories.
-    short_histories: tuple[int, ...] = ()
+    short_histories: tuple[int, ...] = (10, 3)
 
 
 def load_scorers(settings: Settings, *, progress: bool = False) -> tuple[Catalogue, dict[str, LinearModel]]:
