@@ -14,12 +14,12 @@ from sparrow_llm.rankers.ltr.features import feature_names
 from sparrow_llm.rankers.ltr.train import TRAINING_FILE, model_dir, read_config, train_model
 from sparrow_llm.schema import ITEM_EMB_CSV, MOVIES_CSV, RATINGS_CSV
 
-USERS = 40
+USERS = 30
 
 
 @pytest.fixture(scope="module")
 def small(ratings, movies, fixture_webroot, tmp_path_factory):
-    """The first 40 fixture users and only the movies they rated (EASE's cost grows with the catalogue)."""
+    """The first 30 fixture users and only the movies they rated (EASE's cost grows with the catalogue)."""
     folder = tmp_path_factory.mktemp("ltr-data")
     mine = ratings[ratings["userId"].isin(sorted(ratings["userId"].unique())[:USERS])]
     (folder / RATINGS_CSV).parent.mkdir(parents=True)
