@@ -17,6 +17,8 @@ to score (the base's top K). `FeatureSources` holds what the features read, all 
     user's `RECENT` latest liked movies (`mean_cos`), the largest cosine to any of them (`max_cos`), the largest
     to any of the `RECENT` latest disliked ones (`disliked_cos`), and the cosines to the `RECENT` latest rated
     movies weighted by each rating's distance from the user's mean rating (`rated_cos`, item-kNN on text).
+    A third source, `adapted` (`adapt`), maps the knowledge vectors onto EASE's item space (KAR's knowledge
+    adaptor, linear), fitted per data folder; it is measured by bench/bench_ltr.py, not served by default.
 
 A value that cannot be computed (no vector, no liked movie, no genre) is NaN; LightGBM routes missing values.
 """
@@ -193,8 +195,9 @@ class FeatureSources:
 
     @classmethod
     def build(cls, catalogue: Catalogue, scorers: Mapping[str, Scorer], ratings: pd.DataFrame, movies: pd.DataFrame,
-              item2vec: Mapping[int, np.ndarray], texts: Mapping[str, Mapping[int, np.ndarray]] | None
-              ) -> "FeatureSources":
+              item2vec: Mapping[int, np.ndarray], texts: Mapping[str, Mapping[int, np.ndarray]] | None,
+              names: Sequence[str] = ()) -> "FeatureSources":
+        """`names`: the features to be computed (the `ADAPTED` vectors are fitted only when they read them)."""
         meta = movie_catalog(movies).reindex(catalogue.movie_ids)
         years = meta[COL_RELEASE_YEAR].astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
         names = sorted({g for gs in meta[COL_GENRES].dropna() for g in gs})
@@ -204,7 +207,7 @@ class FeatureSources:
             for g in gs if isinstance(gs, tuple) else ():
                 genres[i, column[g]] = 1.0
         vectors = {name: Vectors.build(catalogue, v, center=True) for name, v in (texts or {}).items()}
-        if "knowledge" in vectors and "ease" in scorers:
+        if "knowledge" in vectors and "ease" in scorers and any(n.startswith(f"{ADAPTED}_") for n in names):
             vectors[ADAPTED] = adapt(vectors["knowledge"], scorers["ease"].weights)
         return cls(catalogue, scorers, ItemTimeline(ratings, catalogue), years, genres,
                    Vectors.build(catalogue, item2vec), vectors)

@@ -132,7 +132,7 @@ def from_settings(settings: Settings, store: Store | None = None, base: Ranker |
     catalogue, scorers = load_scorers(settings)
     ratings, movies = read_data_folder(settings.host.data_webroot)
     sources = FeatureSources.build(catalogue, scorers, ratings, movies, item_vectors(settings.host.data_webroot),
-                                   load_texts(settings, sources_of(config.features)))
+                                   load_texts(settings, sources_of(config.features)), config.features)
     booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
     name = "llm-ltr" if llm else "ltr"
     return LtrRanker(name, booster, config, sources, f"{name}-{file_hash(directory / MODEL_FILE)[:10]}")

@@ -11,6 +11,11 @@ without each user's level-L target and anything that user rated from that second
 A group is the level's base's top K for the history before the target, label 1 for the target; the features
 (`features.features`) are those of that moment. Training groups whose target is not in the top K are dropped;
 validation groups are all kept (a target outside the window counts 0 for every order).
+
+Cold-start copies (`LtrOptions.short_histories`): every group again with its history cut to the last N ratings
+before the target, the base's window and every feature (retrieval scores included) computed from those; the
+column `COL_HISTORY` names the cut (`FULL`: none). Training reads every copy; early stopping and the fusion
+weight read the validation users' full histories (`train.validation`).
 """
 from __future__ import annotations
 
@@ -133,7 +138,7 @@ def build_groups(settings: Settings, options: LtrOptions, names: Sequence[str], 
         cut = {int(r[COL_USER]): int(r[COL_TIMESTAMP]) for r in chosen}
         level_settings = settings.replace(host={"data_dir": _level_folder(settings, cut, level)})
         catalogue, scorers = load_scorers(level_settings, progress=progress)
-        sources = FeatureSources.build(catalogue, scorers, ratings, movies, vectors, texts)
+        sources = FeatureSources.build(catalogue, scorers, ratings, movies, vectors, texts, names)
         full = [_history(r) for r in chosen]
         for cut_to in (FULL, *options.short_histories):
             histories = [h[-cut_to:] for h in full] if cut_to else full
