@@ -39,7 +39,9 @@ from sparrow_llm.rankers.clickprompt import checkpoint as cp_checkpoint
 from sparrow_llm.rankers.llm import local_lm
 from sparrow_llm.rankers.llm.base import PromptRequest, make_backend
 from sparrow_llm.rankers.llm.local_lm import converted_model, model_source
+from sparrow_llm.rankers.clickprompt import tuning as cp_tuning
 from sparrow_llm.rankers.ltr import train as ltr_train
+from sparrow_llm.registry import make_base
 from sparrow_llm.rankers.palr import checkpoint as palr_checkpoint
 from sparrow_llm.rankers.palr.prompts import Prompts
 from sparrow_llm.rankers.palr.ranker import cache_key
@@ -514,10 +516,11 @@ def clickprompt_checkpoint(tmp_path_factory, monkeypatch):
     (root / "data" / "sampledata").mkdir(parents=True)
     ratings[ratings["userId"] <= 12].to_csv(root / "data" / "sampledata" / "ratings.csv", index=False)
     shutil.copyfile(FIXTURE_WEBROOT / "sampledata" / "movies.csv", root / "data" / "sampledata" / "movies.csv")
-    settings = Settings().replace(host={"data_dir": root / "data", "work_dir": root / "work"})
+    # No base: the step trains the checkpoint and chooses no fusion weight over a base.
+    settings = Settings().replace(host={"data_dir": root / "data", "work_dir": root / "work"}, base=None)
     monkeypatch.setitem(cp_checkpoint.RECIPES, True, cp_checkpoint.Recipe("tiny", 0, None, finetune_epochs=1,
                                                                            eval_every=20, patience=1))
-    line = cp_checkpoint.prepare(settings, progress=False)
+    line = cp_tuning.prepare(settings, False, make_base)
     folder = cp_checkpoint.default_checkpoint(settings)
     assert line.startswith(f"clickprompt: trained {folder} ")
     return settings, folder
@@ -533,7 +536,7 @@ def test_5_a_damaged_clickprompt_checkpoint_is_refused_in_one_line_and_retrained
     assert str(raised.value).startswith(f"the ClickPrompt checkpoint {folder} cannot be used: {cause}")
     assert str(raised.value).endswith("; train it again with `sparrow-llm clickprompt prepare`")
     with caplog.at_level(logging.WARNING, logger="sparrow_llm.rankers.clickprompt.checkpoint"):
-        line = cp_checkpoint.prepare(settings, progress=False)
+        line = cp_tuning.prepare(settings, False, make_base)
     assert line.startswith(f"clickprompt: trained {folder} ")  # not "reusing"
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING][0].startswith(
         f"clickprompt: retraining: {cause}")

@@ -1,11 +1,14 @@
-"""`run_knowledge`: the local LLM's item-knowledge vectors (KAR-style), prestored per movie by a Spark job.
+"""`run_knowledge`: the language models' per-movie text vectors (KAR-style), prestored by a Spark job.
 
-Each movie's text ("Title (Year). Genres: a, b") goes through the local language model (`local_lm.load_model`,
-SmolLM2-135M by default); its vector is the mean of the last hidden states over the text's tokens. Serving
-reads them back (`load_knowledge`): a lookup, no forward pass.
+Each movie's text ("Title (Year). Genres: a, b") goes through a language model, one per source
+(`features.TEXT_SOURCES`): `knowledge`, the local LLM (`local_lm.load_model`, SmolLM2-135M by default; the
+vector is the mean of the last hidden states over the text's tokens), and `minilm`, the sentence encoder
+(all-MiniLM-L6-v2). Serving reads them back (`load_texts`): a lookup, no forward pass.
 
-  * Kept under `<work dir>/ltr/knowledge/<model key>-<data key>/`, so another model or data folder never
-    reads them, as `chunk-<n>-<hash of its movies' texts>.npz` files of `CHUNK` movies each.
+  * Kept under `<work dir>/ltr/knowledge/<model key>-<movies key>/` (the MiniLM's key starts `minilm-`; the
+    movies key hashes movies.csv, all the texts read, so folders of the same movies share them), so another
+    model or movie list never reads them, as `chunk-<n>-<hash of its movies' texts>.npz` files of
+    `CHUNK` movies each.
   * Resumable like the profiles job: the driver lists the chunks whose file is missing and only those are
     computed (a second run over the same folder computes nothing); each partition loads the model once and
     writes each chunk atomically (temporary file renamed), so a killed job loses only the chunks in flight.
@@ -27,15 +30,16 @@ from pyspark.sql import SparkSession
 
 from ...catalog import movie_catalog
 from ...config import ConfigError, LLMSettings, Settings
-from ...datafolder import data_key
-from ...minilm import mean_pool
+from ...datafolder import file_hash
+from ...minilm import mean_pool, minilm
+from ...minilm import model_path as minilm_path
 from ...schema import COL_GENRES, COL_RELEASE_YEAR, COL_TITLE, MOVIES_CSV
 from ...spark import session, task_progress
 from ..llm.local_lm import load_model, model_key, model_source
-
+from .features import ADAPTED, TEXT_SOURCES
 
 __all__ = ["KnowledgeSummary", "knowledge_dir", "knowledge_key", "movie_texts", "run_knowledge", "load_knowledge",
-           "CHUNK"]
+           "load_texts", "sources_of", "CHUNK"]
 
 CHUNK = 64  # movies per file, and per forward pass
 _MAX_TOKENS = 64
@@ -54,13 +58,24 @@ class KnowledgeSummary:
                 f"{self.chunks - self.computed} kept, in {self.wall_s:.1f} s -> {self.directory}")
 
 
-def knowledge_key(settings: Settings) -> str:
-    """The local model's content key and the data folder's."""
-    return f"{model_key(model_source(settings.llm.local_model))}-{data_key(settings.host.data_webroot)}"
+def _model_key(settings: Settings, source: str) -> str:
+    return (f"minilm-{model_key(Path(minilm_path()))}" if source == "minilm" else
+            model_key(model_source(settings.llm.local_model)))
 
 
-def knowledge_dir(settings: Settings) -> Path:
-    return settings.host.work_dir / "ltr" / "knowledge" / knowledge_key(settings)
+def knowledge_key(settings: Settings, source: str = "knowledge") -> str:
+    """The source's model content key and the data folder's movies.csv's."""
+    return f"{_model_key(settings, source)}-{file_hash(settings.host.data_webroot / MOVIES_CSV)[:16]}"
+
+
+def knowledge_dir(settings: Settings, source: str = "knowledge") -> Path:
+    return settings.host.work_dir / "ltr" / "knowledge" / knowledge_key(settings, source)
+
+
+def sources_of(names: Sequence[str]) -> tuple[str, ...]:
+    """The text sources the features `names` read (the adapted vectors read the knowledge vectors)."""
+    names = [n.replace(f"{ADAPTED}_", "knowledge_", 1) for n in names]
+    return tuple(s for s in TEXT_SOURCES if any(n.startswith(f"{s}_") for n in names))
 
 
 def movie_texts(webroot: Path) -> pd.Series:
@@ -76,7 +91,11 @@ def _chunk_name(number: int, ids: Sequence[int], texts: Sequence[str]) -> str:
     return f"chunk-{number:05d}-{digest}.npz"
 
 
-def _embed(llm: LLMSettings, texts: list[str]) -> np.ndarray:
+def _embed_minilm(llm: LLMSettings, texts: list[str]) -> np.ndarray:
+    return minilm().embed(texts)
+
+
+def _embed_lm(llm: LLMSettings, texts: list[str]) -> np.ndarray:
     import torch
 
     lm = load_model(model_source(llm.local_model), llm.models_dir, threads=llm.local_threads)
@@ -87,11 +106,14 @@ def _embed(llm: LLMSettings, texts: list[str]) -> np.ndarray:
     return mean_pool(out.hidden_states[-1].float(), encoded["attention_mask"]).numpy().astype(np.float32)
 
 
-def _embed_partition(llm: LLMSettings, directory: str, chunks: Iterable[tuple[str, list[int], list[str]]]
-                     ) -> Iterator[int]:
+_EMBED = {"knowledge": _embed_lm, "minilm": _embed_minilm}
+
+
+def _embed_partition(llm: LLMSettings, source: str, directory: str,
+                     chunks: Iterable[tuple[str, list[int], list[str]]]) -> Iterator[int]:
     """One partition: each chunk's vectors, written atomically; yields the movies written."""
     for name, ids, texts in chunks:
-        vectors = _embed(llm, texts)
+        vectors = _EMBED[source](llm, texts)
         fd, tmp = tempfile.mkstemp(prefix=".chunk-", suffix=".npz", dir=directory)
         os.close(fd)
         try:
@@ -103,11 +125,13 @@ def _embed_partition(llm: LLMSettings, directory: str, chunks: Iterable[tuple[st
         yield len(ids)
 
 
-def run_knowledge(settings: Settings, *, master: str = "local[*]", spark: SparkSession | None = None,
-                  progress: bool = True) -> KnowledgeSummary:
-    """The knowledge vector of every movie of the data folder, computed for the chunks not kept yet."""
+def run_knowledge(settings: Settings, *, source: str = "knowledge", master: str = "local[*]",
+                  spark: SparkSession | None = None, progress: bool = True) -> KnowledgeSummary:
+    """The source's vector of every movie of the data folder, computed for the chunks not kept yet."""
+    if source not in _EMBED:
+        raise ConfigError(f"no text source {source!r} (known: {', '.join(_EMBED)})")
     texts = movie_texts(settings.host.data_webroot)
-    directory = knowledge_dir(settings)
+    directory = knowledge_dir(settings, source)
     directory.mkdir(parents=True, exist_ok=True)
     ids, values = [int(m) for m in texts.index], list(texts)
     chunks = [(_chunk_name(n, ids[s:s + CHUNK], values[s:s + CHUNK]), ids[s:s + CHUNK], values[s:s + CHUNK])
@@ -119,7 +143,7 @@ def run_knowledge(settings: Settings, *, master: str = "local[*]", spark: SparkS
             with task_progress(spark, "knowledge vectors", progress):
                 sc = spark.sparkContext
                 sc.parallelize(missing, min(len(missing), sc.defaultParallelism)).mapPartitions(
-                    partial(_embed_partition, settings.llm, os.fspath(directory))).sum()
+                    partial(_embed_partition, settings.llm, source, os.fspath(directory))).sum()
     return KnowledgeSummary(directory, len(ids), len(chunks), len(missing), time.perf_counter() - started)
 
 
@@ -133,3 +157,8 @@ def load_knowledge(directory: Path) -> dict[int, np.ndarray]:
         with np.load(path) as data:
             vectors.update(zip(data["ids"].tolist(), data["vectors"]))
     return vectors
+
+
+def load_texts(settings: Settings, sources: Sequence[str]) -> dict[str, dict[int, np.ndarray]]:
+    """source -> movieId -> vector, of the kept chunks of each source."""
+    return {source: load_knowledge(knowledge_dir(settings, source)) for source in sources}

@@ -20,8 +20,8 @@ from ...store import Store
 from ..base import BaseRanker, Ranker
 from ..fusion import fuse, window_base_scores
 from ..palr.samples import item_vectors
-from .features import RETRIEVAL_MODELS, USER_FEATURES, FeatureSources, Query, features
-from .knowledge import knowledge_dir, load_knowledge
+from .features import ADAPTED, RETRIEVAL_MODELS, TEXT_KINDS, USER_FEATURES, FeatureSources, Query, features
+from .knowledge import load_texts, sources_of
 from .samples import LtrOptions, load_scorers
 from .train import MODEL_FILE, LtrConfig, read_config, train_model
 
@@ -31,6 +31,21 @@ __all__ = ["LtrRanker", "from_settings", "ltr_ranker", "llm_ltr_ranker", "reason
 def _rank_phrase(model: str) -> Callable[[dict], str]:
     key = f"{model.replace('-', '_')}_rank"
     return lambda v: f"{model} puts it at #{v[key]:.0f} of the movies you have not rated"
+
+
+_TEXT_READERS = {"knowledge": "the language model", "minilm": "the sentence encoder",
+                 ADAPTED: "the language model, mapped onto the ratings' item space,"}
+_TEXT_PHRASES = {
+    "mean_cos": "reads its title and genres as close to the movies you liked recently (cosine {:.2f})",
+    "max_cos": "reads its title and genres as close to one of the movies you liked recently (cosine {:.2f})",
+    "disliked_cos": "puts its title and genres at cosine {:.2f} to the nearest movie you disliked recently",
+    "rated_cos": "reads its title and genres as close to your recent ratings above your mean (score {:.2f})",
+}
+
+
+def _text_phrase(source: str, kind: str) -> Callable[[dict], str]:
+    key = f"{source}_{kind}"
+    return lambda v: f"{_TEXT_READERS[source]} {_TEXT_PHRASES[kind].format(v[key])}"
 
 
 _PHRASES: dict[str, Callable[[dict], str]] = {
@@ -44,16 +59,14 @@ _PHRASES: dict[str, Callable[[dict], str]] = {
     "genre_mean": lambda v: f"{v['genre_max']:.0%} of the movies you liked share a genre with it",
     "year_gap": lambda v: (f"released in {v['item_year']:.0f}, {v['year_gap']:.0f} years from the mean year of "
                            f"the movies you liked"),
-    "knowledge_mean_cos": lambda v: ("the language model reads its title and genres as close to the movies you "
-                                     f"liked recently (cosine {v['knowledge_mean_cos']:.2f})"),
-    "knowledge_max_cos": lambda v: ("the language model reads its title and genres as close to one of the movies "
-                                    f"you liked recently (cosine {v['knowledge_max_cos']:.2f})"),
+    **{f"{source}_{kind}": _text_phrase(source, kind) for source in _TEXT_READERS for kind in TEXT_KINDS},
 }
 
 
 def reason(values: dict, contributions: dict) -> str:
     """The phrase of the feature with the largest positive contribution whose values it reads are known; ""."""
-    ranked = sorted((c, name) for name, c in contributions.items() if c > 0 and name not in USER_FEATURES)
+    ranked = sorted((c, name) for name, c in contributions.items()
+                    if c > 0 and name not in USER_FEATURES and np.isfinite(values.get(name, np.nan)))
     for _, name in reversed(ranked):
         try:
             return _PHRASES[name](values)
@@ -118,9 +131,8 @@ def from_settings(settings: Settings, store: Store | None = None, base: Ranker |
         raise ConfigError(f"{directory} was trained for another data folder or base than the settings'")
     catalogue, scorers = load_scorers(settings)
     ratings, movies = read_data_folder(settings.host.data_webroot)
-    knowledge = load_knowledge(knowledge_dir(settings)) if config.knowledge_key else None
     sources = FeatureSources.build(catalogue, scorers, ratings, movies, item_vectors(settings.host.data_webroot),
-                                   knowledge)
+                                   load_texts(settings, sources_of(config.features)), config.features)
     booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
     name = "llm-ltr" if llm else "ltr"
     return LtrRanker(name, booster, config, sources, f"{name}-{file_hash(directory / MODEL_FILE)[:10]}")

@@ -11,6 +11,11 @@ without each user's level-L target and anything that user rated from that second
 A group is the level's base's top K for the history before the target, label 1 for the target; the features
 (`features.features`) are those of that moment. Training groups whose target is not in the top K are dropped;
 validation groups are all kept (a target outside the window counts 0 for every order).
+
+Cold-start copies (`LtrOptions.short_histories`): every group again with its history cut to the last N ratings
+before the target, the base's window and every feature (retrieval scores included) computed from those; the
+column `COL_HISTORY` names the cut (`FULL`: none). Training reads every copy; early stopping and the fusion
+weight read the validation users' full histories (`train.validation`).
 """
 from __future__ import annotations
 
@@ -36,18 +41,23 @@ from ..retrieval.linear import LinearModel
 from .features import RETRIEVAL_MODELS, FeatureSources, Query, features
 
 __all__ = ["LtrOptions", "build_groups", "load_scorers", "top_k", "levels", "COL_GROUP", "COL_LABEL", "COL_BASE",
-           "COL_SPLIT", "COL_LEVEL", "TRAIN", "VALID"]
+           "COL_SPLIT", "COL_LEVEL", "COL_HISTORY", "COL_TARGET", "FULL", "TRAIN", "VALID"]
 
 # COL_SPLIT is the column `target_rows` names the split in.
 COL_GROUP, COL_LABEL, COL_BASE, COL_SPLIT, COL_LEVEL = "group", "label", "base_score", "split", "level"
+COL_HISTORY, COL_TARGET = "history", "target"  # the history's cut (`FULL`: all of it) and the target movie
+FULL = 0
 
 
 @dataclass(frozen=True)
 class LtrOptions:
     k: int = 50
-    train_per_user: int = 3  # training levels: each trains its own base and feature models
+    train_per_user: int = 6  # training levels: each trains its own base and feature models
     valid_users: int = 300
     seed: int = 2024
+    # Cold-start copies: every group again with the history cut to its last N ratings (the base's window and
+    # every feature computed from them). Training reads them all; validation's choices read the full histories.
+    short_histories: tuple[int, ...] = (10, 3)
 
 
 def load_scorers(settings: Settings, *, progress: bool = False) -> tuple[Catalogue, dict[str, LinearModel]]:
@@ -105,10 +115,11 @@ def _history(row: Mapping) -> tuple[UserRating, ...]:
 
 
 def build_groups(settings: Settings, options: LtrOptions, names: Sequence[str], *, base: str,
-                 knowledge: Mapping[int, np.ndarray] | None, master: str = "local[*]",
+                 texts: Mapping[str, Mapping[int, np.ndarray]] | None, master: str = "local[*]",
                  spark: SparkSession | None = None, progress: bool = True) -> pd.DataFrame:
-    """Every group's rows: `COL_GROUP`, userId, `COL_SPLIT`, `COL_LEVEL`, movieId, `COL_LABEL`, `COL_BASE` (the
-    base's score) and the features `names`; groups in (split, user, level) order, rows in the base's order."""
+    """Every group's rows: `COL_GROUP`, userId, `COL_SPLIT`, `COL_LEVEL`, `COL_HISTORY`, `COL_TARGET`, movieId,
+    `COL_LABEL`, `COL_BASE` (the base's score) and the features `names`; groups in (split, user, level, history)
+    order, rows in the base's order."""
     if base not in RETRIEVAL_MODELS:
         raise ConfigError(f"the learned stage reranks a retrieval model ({', '.join(RETRIEVAL_MODELS)}), not {base!r}")
     found, _ = target_rows(settings, SampleOptions(k=options.k, train_per_user=options.train_per_user,
@@ -127,22 +138,26 @@ def build_groups(settings: Settings, options: LtrOptions, names: Sequence[str], 
         cut = {int(r[COL_USER]): int(r[COL_TIMESTAMP]) for r in chosen}
         level_settings = settings.replace(host={"data_dir": _level_folder(settings, cut, level)})
         catalogue, scorers = load_scorers(level_settings, progress=progress)
-        sources = FeatureSources.build(catalogue, scorers, ratings, movies, vectors, knowledge)
-        histories = [_history(r) for r in chosen]
-        proposed = top_k(scorers[base], catalogue, histories, options.k)
-        queries = [Query(int(r[COL_USER]), h, tuple(ids), float(r[COL_TIMESTAMP]))
-                   for r, h, (ids, _) in zip(chosen, histories, proposed)]
-        frame, _ = features(sources, queries, names)
-        targets = np.array([int(r["target"]) for r in chosen], dtype=np.int64)
-        frame[COL_LABEL] = (frame[COL_MOVIE].to_numpy() == targets[frame["query"].to_numpy()]).astype(np.int64)
-        frame[COL_BASE] = np.concatenate([s for _, s in proposed]) if len(frame) else np.zeros(0)
-        frame[COL_USER] = np.array([int(r[COL_USER]) for r in chosen])[frame["query"].to_numpy()]
-        frame[COL_SPLIT] = np.array([r[COL_SPLIT] for r in chosen])[frame["query"].to_numpy()]
-        frame[COL_LEVEL] = level
-        parts.append(frame)
+        sources = FeatureSources.build(catalogue, scorers, ratings, movies, vectors, texts, names)
+        full = [_history(r) for r in chosen]
+        for cut_to in (FULL, *options.short_histories):
+            histories = [h[-cut_to:] for h in full] if cut_to else full
+            proposed = top_k(scorers[base], catalogue, histories, options.k)
+            queries = [Query(int(r[COL_USER]), h, tuple(ids), float(r[COL_TIMESTAMP]))
+                       for r, h, (ids, _) in zip(chosen, histories, proposed)]
+            frame, _ = features(sources, queries, names)
+            query = frame["query"].to_numpy()
+            targets = np.array([int(r["target"]) for r in chosen], dtype=np.int64)
+            frame[COL_LABEL] = (frame[COL_MOVIE].to_numpy() == targets[query]).astype(np.int64)
+            frame[COL_BASE] = np.concatenate([s for _, s in proposed]) if len(frame) else np.zeros(0)
+            frame[COL_USER] = np.array([int(r[COL_USER]) for r in chosen])[query]
+            frame[COL_SPLIT] = np.array([r[COL_SPLIT] for r in chosen])[query]
+            frame[COL_TARGET], frame[COL_LEVEL], frame[COL_HISTORY] = targets[query], level, cut_to
+            parts.append(frame)
     groups = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[COL_USER, COL_MOVIE, *names])
-    groups = groups.sort_values([COL_SPLIT, COL_USER, COL_LEVEL], kind="stable")
-    groups[COL_GROUP] = groups.groupby([COL_SPLIT, COL_USER, COL_LEVEL], sort=False).ngroup()
+    keys = [COL_SPLIT, COL_USER, COL_LEVEL, COL_HISTORY]
+    groups = groups.sort_values(keys, kind="stable")
+    groups[COL_GROUP] = groups.groupby(keys, sort=False).ngroup()
     in_window = groups.groupby(COL_GROUP)[COL_LABEL].transform("max") > 0
     groups = groups[(groups[COL_SPLIT] == VALID) | in_window].drop(columns="query").reset_index(drop=True)
     groups[COL_GROUP] = groups.groupby(COL_GROUP, sort=False).ngroup()

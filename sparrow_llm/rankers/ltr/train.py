@@ -2,9 +2,10 @@
 then the fusion weight of its score with the base's (`fusion.choose_weight`: above 0 only on a significant gain).
 
 The model is kept in `<work dir>/ltr/<key>/`, the key naming everything it depends on: the data folder's content,
-the base, K, the feature set and, with the LLM's features, the knowledge vectors' key (the local model's content
-and the data's). It holds LightGBM's own text format (`model.txt`), `config.json` (feature names, K, base, keys,
-the fusion calibration) and `training.json` (validation NDCG@10, cost). Training runs in a temporary folder
+the base, K, the feature set and the options (cold-start copies included) and, with the LLM's features, the
+text vectors' keys (each source model's content and the data's). It holds LightGBM's own text format
+(`model.txt`), `config.json` (feature names, K, base, keys, the fusion calibration) and `training.json`
+(validation NDCG@10, cost). Training runs in a temporary folder
 renamed into place, as the retrieval checkpoints are.
 """
 from __future__ import annotations
@@ -27,19 +28,23 @@ from ...publish import staged_folder
 from ..fusion import Calibration, choose_weight
 from ..pretrained import checkpoint_problem, read_json
 from .features import feature_names
-from .knowledge import knowledge_dir, knowledge_key, load_knowledge, run_knowledge
-from .samples import COL_BASE, COL_GROUP, COL_LABEL, COL_SPLIT, TRAIN, VALID, LtrOptions, build_groups
+from .knowledge import knowledge_key, load_texts, run_knowledge, sources_of
+from .samples import (COL_BASE, COL_GROUP, COL_HISTORY, COL_LABEL, COL_SPLIT, FULL, TRAIN, VALID, LtrOptions,
+                      build_groups)
 
 __all__ = ["LtrConfig", "model_dir", "is_model", "model_problem", "train_model", "prepare", "read_config", "MODEL_FILE",
-           "CONFIG_FILE", "TRAINING_FILE", "EARLY_STOPPING",
+           "CONFIG_FILE", "TRAINING_FILE", "EARLY_STOPPING", "fit", "validation", "group_rows", "target_indexes",
+           "text_keys",
            "prepare_ltr", "prepare_llm_ltr"]
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE, CONFIG_FILE, TRAINING_FILE = "model.txt", "config.json", "training.json"
 EARLY_STOPPING = 30  # rounds without a validation NDCG@10 gain
-_PARAMS = dict(objective="lambdarank", n_estimators=500, learning_rate=0.05, num_leaves=15, min_child_samples=20,
-               subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0, n_jobs=2, verbose=-1)
+# Small, regularised trees and a slow rate: with ~2k training groups the validation curve of faster settings peaked
+# within 6 to 80 rounds, at a place that moved with the seed (bench/bench_ltr.py).
+_PARAMS = dict(objective="lambdarank", n_estimators=500, learning_rate=0.02, num_leaves=7, min_child_samples=100,
+               subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=5.0, n_jobs=2, verbose=-1)
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class LtrConfig:
     k: int
     base: str
     data_key: str
-    knowledge_key: str | None  # None: without the LLM's features
+    knowledge_key: str | None  # the text sources' keys (`text_keys`); None: without the LLM's features
     calibration: dict  # `Calibration.to_json()`
 
     @property
@@ -66,13 +71,19 @@ def read_config(directory: Path) -> LtrConfig:
     return config
 
 
-def model_dir(settings: Settings, llm: bool, k: int) -> Path:
-    """The folder of the module docstring for the settings' data folder and base."""
+def text_keys(settings: Settings, names: Sequence[str]) -> str | None:
+    """The keys of the text vectors the features `names` read, None when they read none."""
+    return "+".join(knowledge_key(settings, source) for source in sources_of(names)) or None
+
+
+def model_dir(settings: Settings, llm: bool, options: LtrOptions) -> Path:
+    """The folder of the module docstring for the settings' data folder and base (the digest: the feature set
+    and the options)."""
     names = feature_names(llm)
-    digest = hashlib.sha256(",".join(names).encode()).hexdigest()[:8]
-    knowledge = knowledge_key(settings) if llm else "nollm"
+    digest = hashlib.sha256(repr((names, sorted(asdict(options).items()))).encode()).hexdigest()[:8]
+    knowledge = text_keys(settings, names) or "nollm"
     return (settings.host.work_dir / "ltr" /
-            f"{data_key(settings.host.data_webroot)}-{settings.base}-k{k}-{digest}-{knowledge}")
+            f"{data_key(settings.host.data_webroot)}-{settings.base}-k{options.k}-{digest}-{knowledge}")
 
 
 def model_problem(directory: Path, key: str | None = None) -> str | None:
@@ -85,22 +96,29 @@ def is_model(directory: Path) -> bool:
     return model_problem(directory) is None
 
 
-def _group_rows(groups: pd.DataFrame, column: str | np.ndarray) -> list[np.ndarray]:
+def group_rows(groups: pd.DataFrame, column: str | np.ndarray) -> list[np.ndarray]:
     values = groups[column].to_numpy() if isinstance(column, str) else column
     bounds = np.flatnonzero(np.diff(groups[COL_GROUP].to_numpy())) + 1
     return np.split(values, bounds) if len(values) else []
 
 
-def _fit(groups: pd.DataFrame, names: Sequence[str], seed: int):
+def validation(groups: pd.DataFrame) -> pd.DataFrame:
+    """The validation groups every choice reads: the validation users' full histories."""
+    return groups[(groups[COL_SPLIT] == VALID) & (groups[COL_HISTORY] == FULL)]
+
+
+def fit(groups: pd.DataFrame, names: Sequence[str], seed: int, **params):
+    """LightGBM LambdaRank on every training group (cold-start copies included), early stopping on `validation`;
+    `params` override the stage's LightGBM parameters."""
     import lightgbm as lgb
 
-    train, valid = groups[groups[COL_SPLIT] == TRAIN], groups[groups[COL_SPLIT] == VALID]
+    train, valid = groups[groups[COL_SPLIT] == TRAIN], validation(groups)
     # Early stopping reads the validation groups whose target is in the window (the others score 0 for any order).
     stop_on = valid[valid.groupby(COL_GROUP)[COL_LABEL].transform("max") > 0]
     if not len(train) or not len(stop_on):
         raise ValueError(f"too few samples to train on: {train[COL_GROUP].nunique()} training groups, "
                          f"{stop_on[COL_GROUP].nunique()} validation groups with their target in the window")
-    model = lgb.LGBMRanker(**_PARAMS, random_state=seed)
+    model = lgb.LGBMRanker(**{**_PARAMS, **params}, random_state=seed)
     model.fit(train[list(names)], train[COL_LABEL], group=train.groupby(COL_GROUP, sort=False).size().to_numpy(),
               eval_X=(stop_on[list(names)],), eval_y=(stop_on[COL_LABEL],),
               eval_group=[stop_on.groupby(COL_GROUP, sort=False).size().to_numpy()], eval_at=[10],
@@ -108,16 +126,16 @@ def _fit(groups: pd.DataFrame, names: Sequence[str], seed: int):
     return model
 
 
-def _targets(groups: pd.DataFrame) -> list[int]:
+def target_indexes(groups: pd.DataFrame) -> list[int]:
     """Each group's index of its target, -1 when it is not there."""
-    return [int(np.argmax(labels)) if labels.max() > 0 else -1 for labels in _group_rows(groups, COL_LABEL)]
+    return [int(np.argmax(labels)) if labels.max() > 0 else -1 for labels in group_rows(groups, COL_LABEL)]
 
 
 def train_model(settings: Settings, *, llm: bool, options: LtrOptions | None = None, master: str = "local[*]",
                 progress: bool = True) -> tuple[Path, bool]:
     """The model's folder, trained now when missing; whether it trained."""
     options = options or LtrOptions(seed=settings.seed)
-    dest, key = model_dir(settings, llm, options.k), data_key(settings.host.data_webroot)
+    dest, key = model_dir(settings, llm, options), data_key(settings.host.data_webroot)
     problem = model_problem(dest, key)
     if problem is None:
         return dest, False
@@ -128,18 +146,17 @@ def train_model(settings: Settings, *, llm: bool, options: LtrOptions | None = N
     # training first keeps its model.
     with staged_folder(dest, keep_existing=lambda path: model_problem(path, key) is None) as staging:
         with measure() as cost:
-            knowledge = None
-            if llm:
-                log.info("%s", run_knowledge(settings, master=master, progress=progress).line())
-                knowledge = load_knowledge(knowledge_dir(settings))
-            groups = build_groups(settings, options, names, base=settings.base, knowledge=knowledge, master=master,
+            for source in sources_of(names):
+                log.info("%s", run_knowledge(settings, source=source, master=master, progress=progress).line())
+            groups = build_groups(settings, options, names, base=settings.base,
+                                  texts=load_texts(settings, sources_of(names)), master=master,
                                   progress=progress)
-            model = _fit(groups, names, options.seed)
-            valid = groups[groups[COL_SPLIT] == VALID]
+            model = fit(groups, names, options.seed)
+            valid = validation(groups)
             scores = model.predict(valid[list(names)]) if len(valid) else np.zeros(0)
-            calibration = choose_weight(_group_rows(valid, scores), _group_rows(valid, COL_BASE), _targets(valid),
+            calibration = choose_weight(group_rows(valid, scores), group_rows(valid, COL_BASE), target_indexes(valid),
                                         seed=options.seed)
-        config = LtrConfig(names, options.k, settings.base, key, knowledge_key(settings) if llm else None,
+        config = LtrConfig(names, options.k, settings.base, key, text_keys(settings, names),
                            calibration.to_json())
         model.booster_.save_model(str(staging / MODEL_FILE))
         (staging / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2))

@@ -8,17 +8,18 @@ from sparrow_llm.config import Settings
 from sparrow_llm.domain import UserContext, UserRating
 from sparrow_llm.rankers.ltr.knowledge import knowledge_dir, load_knowledge, run_knowledge
 from sparrow_llm.rankers.ltr.ranker import LtrRanker, ltr_ranker
-from sparrow_llm.rankers.ltr.samples import COL_LABEL, COL_SPLIT, LtrOptions, TRAIN, VALID, build_groups
+from sparrow_llm.rankers.ltr.samples import (COL_HISTORY, COL_LABEL, COL_SPLIT, COL_TARGET, FULL, LtrOptions, TRAIN,
+                                             VALID, build_groups)
 from sparrow_llm.rankers.ltr.features import feature_names
 from sparrow_llm.rankers.ltr.train import TRAINING_FILE, model_dir, read_config, train_model
 from sparrow_llm.schema import ITEM_EMB_CSV, MOVIES_CSV, RATINGS_CSV
 
-USERS = 40
+USERS = 30
 
 
 @pytest.fixture(scope="module")
 def small(ratings, movies, fixture_webroot, tmp_path_factory):
-    """The first 40 fixture users and only the movies they rated (EASE's cost grows with the catalogue)."""
+    """The first 30 fixture users and only the movies they rated (EASE's cost grows with the catalogue)."""
     folder = tmp_path_factory.mktemp("ltr-data")
     mine = ratings[ratings["userId"].isin(sorted(ratings["userId"].unique())[:USERS])]
     (folder / RATINGS_CSV).parent.mkdir(parents=True)
@@ -29,7 +30,7 @@ def small(ratings, movies, fixture_webroot, tmp_path_factory):
     return Settings().replace(host={"data_dir": folder, "work_dir": tmp_path_factory.mktemp("ltr-work")})
 
 
-OPTIONS = LtrOptions(k=20, train_per_user=1, valid_users=15)
+OPTIONS = LtrOptions(k=20, train_per_user=1, valid_users=15, short_histories=(3,))
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def trained(small, spark):
 
 
 def test_training_groups_hold_no_validation_target(small, spark, trained):
-    groups = build_groups(small, OPTIONS, feature_names(False), base="ease-recent", knowledge=None, spark=spark,
+    groups = build_groups(small, OPTIONS, feature_names(False), base="ease-recent", texts=None, spark=spark,
                           progress=False)
     ratings = pd.read_csv(small.host.data_webroot / RATINGS_CSV)
     at = ratings.groupby(["userId", "movieId"])["timestamp"].max()
@@ -49,25 +50,33 @@ def test_training_groups_hold_no_validation_target(small, spark, trained):
     assert len(train) and all(at[(u, m)] < valid.get(u, float("inf")) for u, m in train[["userId", "movieId"]].itertuples(index=False))
     # Every training group has its target in the window, one row labelled.
     assert (groups[groups[COL_SPLIT] == TRAIN].groupby("group")[COL_LABEL].sum() == 1).all()
+    # The cold-start copies read the last 3 ratings only: the same validation users and targets (kept whole),
+    # a history of at most 3.
+    short, full = groups[groups[COL_HISTORY] == 3], groups[groups[COL_HISTORY] == FULL]
+    assert short["user_count"].max() == 3 and full["user_count"].max() > 3
+    pairs = [set(g.loc[g[COL_SPLIT] == VALID, ["userId", COL_TARGET]].itertuples(index=False)) for g in (short, full)]
+    assert pairs[0] == pairs[1] and len(pairs[0]) >= len(valid)
 
 
 def test_a_tiny_training_run_publishes_its_folder(small, trained):
     directory, fresh = trained
-    assert fresh and directory == model_dir(small, False, OPTIONS.k)
+    assert fresh and directory == model_dir(small, False, OPTIONS)
     config = read_config(directory)
     assert config.features == feature_names(False) and config.k == 20 and config.base == "ease-recent"
     assert (directory / TRAINING_FILE).is_file()
     assert train_model(small, llm=False, options=OPTIONS, progress=False) == (directory, False)
 
 
-def test_the_folder_key_follows_the_base_the_features_and_k(small):
-    keys = {model_dir(small, False, 50), model_dir(small.replace(base="ease"), False, 50), model_dir(small, False, 20)}
-    assert len(keys) == 3
+def test_the_folder_key_follows_the_base_the_features_and_the_options(small):
+    options = LtrOptions()
+    keys = {model_dir(small, False, options), model_dir(small.replace(base="ease"), False, options),
+            model_dir(small, False, LtrOptions(k=20)), model_dir(small, False, LtrOptions(short_histories=(3,)))}
+    assert len(keys) == 4
 
 
 def test_the_llm_feature_set_has_its_own_folder(small, tiny_model):
     with_llm = small.replace(llm={"local_model": tiny_model})
-    assert model_dir(with_llm, True, 50) != model_dir(with_llm, False, 50)
+    assert model_dir(with_llm, True, LtrOptions()) != model_dir(with_llm, False, LtrOptions())
 
 
 def test_at_weight_zero_the_ranker_serves_the_base_order(small, trained):
