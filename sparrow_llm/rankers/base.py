@@ -1,13 +1,15 @@
 """What every ranker is: a protocol the pipelines call, and a base class with the default batch path."""
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from ..config import Settings
+
 from ..domain import Ranking, UserContext
 
-__all__ = ["Ranker", "BaseRanker", "base_key", "unit_rows"]
+__all__ = ["Ranker", "BaseRanker", "MakeBase", "base_key", "unit_rows"]
 
 
 class Ranker(Protocol):
@@ -45,6 +47,11 @@ class BaseRanker:
 
     def close(self) -> None:
         """Nothing to release by default."""
+
+
+# The base ranker of a data folder's settings (`registry.make_base`), as the registry hands it to a reranker's
+# preparation step; None: the host's candidates.
+MakeBase = Callable[[Settings], "Ranker | None"]
 
 
 def base_key(base: Ranker | None) -> str:

@@ -19,7 +19,6 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -27,7 +26,7 @@ from ...config import ConfigError, Settings
 from ...datafolder import MIN_HISTORY, cut_folder, data_key, leave_last_out, read_data_folder
 from ...domain import UserContext, UserRating
 from ...schema import COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_USER
-from ..base import Ranker, base_key
+from ..base import MakeBase, Ranker, base_key
 from ..fusion import Calibration, choose_weight
 from ..pretrained import read_json
 from .checkpoint import (CHECKPOINTS_DIR, TRAINING_FILE, checkpoint_version, default_checkpoint, prepare_clickprompt,
@@ -38,7 +37,6 @@ __all__ = ["prepare", "calibrate", "fusion_path", "load_calibration", "logits"]
 
 log = logging.getLogger(__name__)
 
-MakeBase = Callable[[Settings], Ranker | None]
 
 
 def logits(probs: np.ndarray) -> np.ndarray:

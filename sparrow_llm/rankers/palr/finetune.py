@@ -23,7 +23,7 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from ...datafolder import data_key
 from ...progress import progress_bar
 from ...publish import staged_folder
 from ...training import EarlyStopping
-from ..base import Ranker, base_key
+from ..base import MakeBase, base_key
 from ..llm.base import make_backend
 from ..llm.local_lm import LocalLMBackend, chat_texts, converted_model, option_logits, option_token_ids
 from ..fusion import Calibration, choose_weight, window_base_scores
@@ -45,7 +45,6 @@ __all__ = ["FinetuneOptions", "finetune", "calibrate_zero_shot"]
 log = logging.getLogger(__name__)
 
 _TRAINING = "training.json"
-MakeBase = Callable[[Settings], Ranker | None]  # the base ranker of a data folder's settings (registry.make_base)
 
 
 def _serving_base_key(settings: Settings, make_base: MakeBase) -> str:

@@ -17,7 +17,8 @@ from ...config import Settings
 from ..llm.base import make_backend
 from ..llm.local_lm import LocalLMBackend
 from .checkpoint import serving_model
-from .finetune import FinetuneOptions, MakeBase, _serving_base_key, calibrate_zero_shot, finetune
+from ..base import MakeBase
+from .finetune import FinetuneOptions, _serving_base_key, calibrate_zero_shot, finetune
 from .profiles import run_profiles
 from .prompts import Prompts
 
