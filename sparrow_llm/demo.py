@@ -1,8 +1,13 @@
 """`sparrow-llm demo`: host + launcher up, one plugin model ranked for every user, its list served
-through the host's own `/getrecforyou`; `--check` verifies that over HTTP and exits 0 only if it holds."""
+through the host's own `/getrecforyou`; `--check` verifies that over HTTP and exits 0 only if it holds.
+
+The default model is `llm`, PALR on the local model: its preparation (the fusion weight with the base, chosen on
+validation users, when none is kept), the users' profiles, then the ranking of the composed stage. Each phase
+prints its line with its time."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from dataclasses import dataclass
 
@@ -14,7 +19,7 @@ from .config import Settings
 from .domain import served_order
 from .pipeline.rerank import run_rerank
 from .registry import prepare_model
-from .schema import HOST_CANDIDATES
+from .schema import DEMO_MODEL, HOST_CANDIDATES
 from .store import Store, open_default_store
 
 __all__ = ["run_demo", "check_stage", "StageCheck", "PAGE_SIZE"]
@@ -56,16 +61,23 @@ def check_stage(base_url: str, model: str, user_id: int, store: Store, fallback_
                             f"({source}): {len(got)} movies in the plugin's order, host JSON fields kept")
 
 
-def run_demo(settings: Settings, model: str = "recent", *, check: bool = False, user_id: int = 1,
+def run_demo(settings: Settings, model: str = DEMO_MODEL, *, check: bool = False, user_id: int = 1,
              progress: bool = True, echo: Callable[[str], None]) -> int:
+    started = time.perf_counter()
     with HostProcess(settings) as host:
-        echo(f"host ({host.runtime.kind}) at {host.base_url}, log {host.log_path}")
+        echo(f"host ({host.runtime.kind}) at {host.base_url}, log {host.log_path} "
+             f"(up in {time.perf_counter() - started:.0f} s)")
         store = open_default_store(settings)
         with BridgeClient(settings.bridge) as client:
+            phase = time.perf_counter()
             prepared = prepare_model(model, settings, progress=progress)
             if prepared:
-                echo(prepared)
-            echo(run_rerank(settings, model, client=client, store=store, progress=progress).line())
+                echo(f"{prepared} (preparation: {time.perf_counter() - phase:.0f} s)")
+            summary = run_rerank(settings, model, client=client, store=store, progress=progress, profiles=True)
+            if summary.profiles:
+                echo(summary.profiles)
+            echo(summary.line())
+        echo(f"demo ready in {time.perf_counter() - started:.0f} s")
         if check:
             result = check_stage(host.base_url, model, user_id, store)
             echo(("PASS: " if result.ok else "FAIL: ") + result.message)

@@ -1,11 +1,14 @@
 """Progress bars: a live bar on a terminal, a plain line every half minute in a log file.
 
 tqdm redraws its bar with carriage returns; written to a file or a pipe that is thousands of frames
-on one line. Off a terminal the same bar is printed as whole lines, at most one per `LOG_INTERVAL_S`.
+on one line. Off a terminal the same bar is printed as whole lines, at most one per `LOG_INTERVAL_S`
+whatever asks for a redraw (tqdm's `update` holds `mininterval`, but `set_postfix`, `set_description`,
+an explicit `refresh` and tqdm's monitor thread redraw at once), then one last line when the bar closes.
 """
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, TextIO
 
 from tqdm import tqdm
@@ -30,10 +33,26 @@ class _Lines:
         self._stream.flush()
 
 
+class _LogBar(tqdm):
+    """A bar for a log file: every redraw but the closing one waits until `LOG_INTERVAL_S` has passed since
+    the bar started or last printed (so a job shorter than that prints only its last line)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._printed_at = time.monotonic()  # before tqdm's first draw, which this holds back
+        super().__init__(*args, **kwargs)
+
+    def refresh(self, nolock: bool = False, lock_args: Any = None) -> None:
+        now = time.monotonic()
+        if now - self._printed_at < LOG_INTERVAL_S:
+            return
+        self._printed_at = now
+        super().refresh(nolock=nolock, lock_args=lock_args)
+
+
 def progress_bar(*, enabled: bool = True, stream: TextIO | None = None, **kwargs: Any) -> tqdm:
     """A tqdm bar (`desc`, `total`, `unit`, ...), disabled when not `enabled`."""
     stream = stream or sys.stderr
     if enabled and not stream.isatty():
         kwargs = {"mininterval": LOG_INTERVAL_S, "maxinterval": LOG_INTERVAL_S, "ncols": 100, **kwargs}
-        stream = _Lines(stream)
+        return _LogBar(disable=False, file=_Lines(stream), **kwargs)
     return tqdm(disable=not enabled, file=stream, **kwargs)

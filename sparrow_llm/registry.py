@@ -15,7 +15,7 @@ from .rankers.composed import Reranked
 from .store import Store
 
 __all__ = ["RANKERS", "RERANKERS", "ABLATIONS", "PREPARE_STEPS", "resolve", "make_ranker", "make_base", "base_of",
-           "prepare_model", "ranker_names"]
+           "prepare_model", "PROFILE_STEPS", "prepare_profiles", "ranker_names"]
 
 # Rerankers: model name -> "module:factory"; factory(settings, store, base) -> Ranker, where `base` is the
 # ranker whose top `settings.base_k` it reranks (None: the host's candidates); `make_ranker` composes the two.
@@ -57,6 +57,10 @@ PREPARE_STEPS: dict[str, str] = {
     "ltr": "sparrow_llm.rankers.ltr.train:prepare_ltr",
     "llm-ltr": "sparrow_llm.rankers.ltr.train:prepare_llm_ltr",
 }
+
+# model name -> "module:function"; function(settings, progress, users) -> one summary line: the user profiles the
+# model's prompts and the comparison page show, made for the users `rerank` and the demo rank, before they rank.
+PROFILE_STEPS: dict[str, str] = {"llm": "sparrow_llm.rankers.palr.tuning:prepare_profiles"}
 
 
 def resolve(target: str) -> Any:
@@ -111,3 +115,9 @@ def prepare_model(name: str, settings: Settings, *, progress: bool = True) -> st
         return None
     step = resolve(target)
     return step(settings, progress, make_base) if name in RERANKERS else step(settings, progress)
+
+
+def prepare_profiles(name: str, settings: Settings, users: list[int] | None, *, progress: bool = True) -> str | None:
+    """Profile `users` (None: every user) for the model, if it shows profiles; the step's summary line."""
+    target = PROFILE_STEPS.get(name)
+    return None if target is None else resolve(target)(settings, progress, users)

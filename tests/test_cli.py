@@ -23,6 +23,25 @@ def test_rerank_without_a_bridge_says_how_to_start_one(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+def test_no_progress_silences_the_libraries_own_bars(tmp_path, monkeypatch):
+    """transformers' bars ("Loading weights") follow --no-progress, and so do bars that pass no `disable` (the GGUF
+    conversion's tqdm.auto) in every process started after the flag is read: Spark's Python workers."""
+    from transformers.utils import logging as hf_logging
+
+    for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(name, raising=False)
+    hf_logging.enable_progress_bar()
+    try:
+        main(["rerank", "--model", "recent", "--connect-file", str(tmp_path / "none.json"),
+              "--store-dir", str(tmp_path / "store"), "--no-progress"])
+        assert not hf_logging.is_progress_bar_enabled()
+        worker = subprocess.run([sys.executable, "-c", "from tqdm.auto import tqdm; print(tqdm(range(1)).disable)"],
+                                capture_output=True, text=True)
+        assert worker.stdout.strip() == "True", worker.stderr
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 def test_unknown_model_is_a_clear_error(tmp_path, capsys):
     code = main(["rerank", "--model", "nope", "--store-dir", str(tmp_path)])
     assert code == 2 and "unknown model 'nope'" in capsys.readouterr().err

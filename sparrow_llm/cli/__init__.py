@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from typing import Callable, Sequence
@@ -41,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = shlex.join(["sparrow-llm", *argv])  # results.md prints it, for reruns
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_library_bars(getattr(args, "no_progress", False) or not sys.stderr.isatty())
     from ..bridge.client import BridgeError
     from ..bridge.host import HostError
     from ..rankers.llm.base import LLMError
@@ -67,6 +69,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("unexpected error", exc_info=True)
         print(f"sparrow-llm: error: {type(exc).__name__}: {_one_line(exc)} (-v logs the details)", file=sys.stderr)
         return 2
+
+
+def _quiet_library_bars(quiet: bool) -> None:
+    """Libraries' own bars (transformers' "Loading weights", its GGUF conversion, huggingface_hub's) follow
+    --no-progress, and stay out of log files, where their carriage-return frames pile up on one line; ours
+    (`progress.progress_bar`) set `disable` themselves. Environment variables, set before those libraries are
+    imported, so Spark's Python workers (started with this environment) obey them too."""
+    if not quiet:
+        return
+    os.environ["TQDM_DISABLE"] = "1"  # tqdm's default for bars that do not pass `disable`
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # huggingface_hub's and transformers' (read on import)
+    if "transformers" in sys.modules:  # already imported (main called in-process, as the tests do)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def _one_line(exc: BaseException) -> str:

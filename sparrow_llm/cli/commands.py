@@ -28,12 +28,15 @@ def rerank(args, settings: Settings) -> int:
         from ..pipeline.rerank import run_rerank
 
         summary = run_rerank(settings, args.model, users=args.users, sample=args.sample,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, profiles=True)
     return _finish(summary)
 
 
 def _finish(summary) -> int:
-    """The summary line; a run whose every LLM call failed ends with one error line and exit 2."""
+    """The summary lines (the profile step's, if any, then the ranking's); a run whose every LLM call failed ends
+    with one error line and exit 2."""
+    if summary.profiles:
+        print(summary.profiles)
     print(summary.line())
     if summary.all_llm_failed:
         print(f"sparrow-llm: error: every LLM call failed ({summary.llm_failed} users; last: {summary.last_error}); "

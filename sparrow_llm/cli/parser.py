@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from . import commands
+from .. import schema
 from ..rankers.clickprompt.configuration import EVAL_EVERY, FUSIONS, PATIENCE, ClickPromptConfig
 
 __all__ = ["build_parser"]
@@ -80,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="start the host with the bridge, rank every user, serve the lists")
-    p.add_argument("--model", default="recent", help="plugin model to run (default: recent)")
+    p.add_argument("--model", default=schema.DEMO_MODEL,
+                   help=f"plugin model to run (default: {schema.DEMO_MODEL}, PALR on the local model)")
     p.add_argument("--check", action="store_true", help="verify the served order over HTTP, then exit")
     p.add_argument("--user", type=int, default=1, help="user shown or checked (default: 1)")
     p.add_argument("--port", type=int, help="host HTTP port (default: $PORT or 6010)")

@@ -13,7 +13,7 @@ from ..config import ConfigError, Settings
 from ..domain import Record, UserContext
 from ..progress import progress_bar
 from ..rankers.base import Ranker
-from ..registry import make_ranker
+from ..registry import make_ranker, prepare_profiles
 from ..schema import PARSE_FALLBACK, SOURCE_CATALOGUE
 from ..store import Store, StoreError, open_default_store
 
@@ -37,6 +37,7 @@ class RerankSummary:
     llm_failed: int = 0  # users whose LLM call failed (their ranking is the host's order)
     llm_answered: int = 0  # users whose LLM calls all answered
     last_error: str = ""  # the last such failure, for the line a failed run ends with
+    profiles: str = ""  # the summary line of the profile step run first (`run_rerank(profiles=True)`), if any
     wall_s: float = 0.0
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -84,10 +85,13 @@ class RerankSummary:
 
 def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = None,
                sample: int | None = None, client: BridgeClient | None = None,
-               store: Store | None = None, ranker: Ranker | None = None, progress: bool = True) -> RerankSummary:
+               store: Store | None = None, ranker: Ranker | None = None, progress: bool = True,
+               profiles: bool = False) -> RerankSummary:
     """Candidates from the host's recall layer -> ranker -> store, in bulk batches of users. A caller that ranks
     again and again (the nearline worker, the eval) passes its `ranker` once built (`registry.make_ranker`) and
-    closes it; one built here is closed here."""
+    closes it; one built here is closed here. With `profiles` (the `rerank` command, the demo), the chosen users'
+    missing or stale profiles are made first when the model shows profiles (`registry.prepare_profiles`); the
+    summary's wall time leaves that step out (its own line says its time)."""
     store = store or open_default_store(settings)
     summary = RerankSummary(model=model)
     started = time.perf_counter()
@@ -99,6 +103,11 @@ def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = 
         try:
             client = stack.enter_context(bridge_client(settings, client))
             batches = user_batches(client, settings, users, sample)
+            if profiles:
+                profiled = time.perf_counter()
+                summary.profiles = prepare_profiles(model, settings, [u for b in batches for u in b],
+                                                    progress=progress) or ""
+                started += time.perf_counter() - profiled
             catalogue = (loaded_catalogue(client, settings, ranker.needs_emb)
                          if ranker.candidate_source == SOURCE_CATALOGUE else None)
             bar = stack.enter_context(progress_bar(total=sum(map(len, batches)), desc=f"rerank {ranker.name}",

@@ -63,9 +63,11 @@ class Serving:
     calibrated: bool  # whether the weight was chosen on validation users (else configured, or 0: the base's order)
 
 
-def serving_model(settings: Settings, llm: LocalLMBackend, prompts: Prompts, base: str) -> Serving:
+def serving_model(settings: Settings, llm: LocalLMBackend, prompts: Prompts, base: str, *,
+                  warn: bool = True) -> Serving:
     """The adapter fine-tuned for the data folder and base (unless `local_finetuned` is off) and the fusion weight
-    chosen for it on validation users; `SPARROW_LLM_FUSION_WEIGHT` overrides the weight."""
+    chosen for it on validation users; `SPARROW_LLM_FUSION_WEIGHT` overrides the weight. A missing weight is
+    logged unless not `warn` (the preparation step, which chooses it next)."""
     try:
         directory = checkpoint_dir(settings, llm, prompts, base)
     except ConfigError as exc:  # no data folder to key on: the zero-shot model, unfused
@@ -84,7 +86,8 @@ def serving_model(settings: Settings, llm: LocalLMBackend, prompts: Prompts, bas
         return Serving(llm, settings.llm.fusion_weight, variant, False)
     if calibration is None:
         # Never below the base: an LLM whose weight nobody chose on validation users takes no part in the order.
-        log.warning("no fusion weight for %s (run `sparrow-llm llm calibrate` or `llm finetune`): serving the "
-                    "base's order", directory)
+        if warn:
+            log.warning("no fusion weight for %s (run `sparrow-llm llm calibrate` or `llm finetune`): serving the "
+                        "base's order", directory)
         return Serving(llm, 0.0, variant, False)
     return Serving(llm, calibration.weight, variant, True)

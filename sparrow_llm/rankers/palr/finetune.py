@@ -90,8 +90,8 @@ def _requests(prompts: Prompts, samples: Sequence[ChoiceSample]):
     return [prompts.choose_request(s.history, s.candidates) for s in samples]
 
 
-def _score(model, tokenizer, prompts: Prompts, samples: Sequence[ChoiceSample], batch: int) -> list[np.ndarray]:
-    """The K options' logits of each sample, in the host's order of its candidates."""
+def _score(model, tokenizer, prompts: Prompts, samples: Sequence[ChoiceSample], batch: int, bar=None) -> list[np.ndarray]:
+    """The K options' logits of each sample, in the host's order of its candidates (`bar` counts the samples)."""
     import torch
 
     rows: list[np.ndarray] = []
@@ -103,6 +103,8 @@ def _score(model, tokenizer, prompts: Prompts, samples: Sequence[ChoiceSample], 
                             add_special_tokens=False)
         with torch.inference_mode():
             rows.extend(option_logits(model, encoded, ids).float().numpy())
+        if bar is not None:
+            bar.update(len(chunk))
     return rows
 
 
@@ -134,8 +136,8 @@ def calibrate_zero_shot(settings: Settings, make_base: MakeBase, *, progress: bo
     valid = _valid(build_samples(settings, SampleOptions(k=k, seed=settings.seed), base_for=make_base, master=master,
                                  progress=progress), k, None)
     lm = llm.loaded()
-    with lm.lock:
-        scores = _score(lm.model, lm.tokenizer, prompts, valid, settings.llm.local_batch)
+    with lm.lock, progress_bar(total=len(valid), desc="llm calibrate", unit="user", enabled=progress) as bar:
+        scores = _score(lm.model, lm.tokenizer, prompts, valid, settings.llm.local_batch, bar)
     calibration = _calibrate(scores, valid)
     save_calibration(directory, ZERO_SHOT, calibration)
     return calibration, directory

@@ -11,7 +11,8 @@ Its profiles (`sparrow-llm profiles`) are for the comparison page only, so the d
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import os
+from typing import Any, Mapping, Sequence
 
 from ...config import Settings
 from ..llm.base import make_backend
@@ -22,7 +23,7 @@ from .finetune import FinetuneOptions, _serving_base_key, calibrate_zero_shot, f
 from .profiles import run_profiles
 from .prompts import Prompts
 
-__all__ = ["prepare", "run_finetune", "run_calibrate"]
+__all__ = ["prepare", "prepare_profiles", "run_finetune", "run_calibrate"]
 
 
 def run_calibrate(settings: Settings, make_base: MakeBase, *, progress: bool = True, master: str = "local[*]") -> str:
@@ -57,10 +58,19 @@ def prepare(settings: Settings, progress: bool, make_base: MakeBase) -> str:
         prompts = Prompts.from_settings(settings.llm)
         if not isinstance(llm, LocalLMBackend) or prompts.uses_profile("choose"):
             return run_profiles(settings, progress=progress).line()
-        serving = serving_model(settings, llm, prompts, _serving_base_key(settings, make_base))
+        serving = serving_model(settings, llm, prompts, _serving_base_key(settings, make_base), warn=False)
         if serving.calibrated or settings.llm.fusion_weight is not None:
             return (f"llm ({serving.llm.name}): {serving.variant} model, fusion weight {serving.weight:g} "
-                    f"({'chosen on validation users' if serving.calibrated else 'configured'}); no profiles needed")
-        return run_calibrate(settings, make_base, progress=progress) + "; no profiles needed"
+                    f"({'chosen on validation users' if serving.calibrated else 'configured'})")
+        return run_calibrate(settings, make_base, progress=progress)
     finally:
         llm.close()
+
+
+def prepare_profiles(settings: Settings, progress: bool, users: Sequence[int] | None = None) -> str:
+    """The registry's profile step of `llm`: the profiles of `users` (None: every user) whose history changed,
+    in one Spark partition on this machine (one copy of the local model, batching `local_batch` users, on every
+    core: Spark would give its Python worker one torch thread)."""
+    if settings.llm.local_threads is None:
+        settings = settings.replace(llm={"local_threads": os.cpu_count() or 1})
+    return run_profiles(settings, users=users, master="local[1]", partitions=1, progress=progress).line()
