@@ -6,7 +6,7 @@ SHELL := /bin/bash
 setup:
 	bash scripts/setup.sh
 
-# The main job on embedded defaults: the stand-in host over ../shared, the `recent` model.
+# The main job on embedded defaults: the stand-in host over ../shared, PALR (`llm`) on the local model.
 demo: setup
 	sparrow-llm demo
 

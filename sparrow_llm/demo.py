@@ -1,9 +1,9 @@
 """`sparrow-llm demo`: host + launcher up, one plugin model ranked for every user, its list served
 through the host's own `/getrecforyou`; `--check` verifies that over HTTP and exits 0 only if it holds.
 
-The default model is `llm`, PALR on the local model: its preparation (the fusion weight with the base, chosen on
-validation users, when none is kept), the users' profiles, then the ranking of the composed stage. Each phase
-prints its line with its time."""
+The default model is `llm`, PALR on the local model: the base's preparation (its training, when none is kept), the
+model's (the fusion weight with the base, chosen on validation users, when none is kept), the users' profiles,
+then the ranking of the composed stage. Each phase prints its line with its time."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,7 @@ from .bridge.host import HostProcess
 from .config import Settings
 from .domain import served_order
 from .pipeline.rerank import run_rerank
-from .registry import prepare_model
+from .registry import base_of, prepare_model
 from .schema import DEMO_MODEL, HOST_CANDIDATES
 from .store import Store, open_default_store
 
@@ -69,10 +69,11 @@ def run_demo(settings: Settings, model: str = DEMO_MODEL, *, check: bool = False
              f"(up in {time.perf_counter() - started:.0f} s)")
         store = open_default_store(settings)
         with BridgeClient(settings.bridge) as client:
-            phase = time.perf_counter()
-            prepared = prepare_model(model, settings, progress=progress)
-            if prepared:
-                echo(f"{prepared} (preparation: {time.perf_counter() - phase:.0f} s)")
+            for name in filter(None, (base_of(model, settings), model)):  # the base's first: the model's needs it
+                phase = time.perf_counter()
+                prepared = prepare_model(name, settings, progress=progress)
+                if prepared:
+                    echo(f"{prepared} (preparation of {name}: {time.perf_counter() - phase:.0f} s)")
             summary = run_rerank(settings, model, client=client, store=store, progress=progress, profiles=True)
             if summary.profiles:
                 echo(summary.profiles)
