@@ -3,7 +3,8 @@
 tqdm redraws its bar with carriage returns; written to a file or a pipe that is thousands of frames
 on one line. Off a terminal the same bar is printed as whole lines, at most one per `LOG_INTERVAL_S`
 whatever asks for a redraw (tqdm's `update` holds `mininterval`, but `set_postfix`, `set_description`,
-an explicit `refresh` and tqdm's monitor thread redraw at once), then one last line when the bar closes.
+an explicit `refresh` and tqdm's monitor thread redraw at once), then one last line when the bar closes (unless
+the line before already says where it ended).
 """
 from __future__ import annotations
 
@@ -39,14 +40,20 @@ class _LogBar(tqdm):
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._printed_at = time.monotonic()  # before tqdm's first draw, which this holds back
+        self._printed_n: float | None = None
         super().__init__(*args, **kwargs)
 
     def refresh(self, nolock: bool = False, lock_args: Any = None) -> None:
         now = time.monotonic()
         if now - self._printed_at < LOG_INTERVAL_S:
             return
-        self._printed_at = now
+        self._printed_at, self._printed_n = now, self.n
         super().refresh(nolock=nolock, lock_args=lock_args)
+
+    def close(self) -> None:
+        if self._printed_n == self.n:  # the last line already says where it ended
+            self.leave = False
+        super().close()
 
 
 def progress_bar(*, enabled: bool = True, stream: TextIO | None = None, **kwargs: Any) -> tqdm:

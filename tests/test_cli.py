@@ -4,6 +4,7 @@ import sys
 
 from sparrow_llm.cli import main
 from sparrow_llm.demo import run_demo
+from sparrow_llm.store import open_default_store
 
 from .conftest import host_settings
 
@@ -60,4 +61,8 @@ def test_demo_check_passes_for_the_llm_model_offline(built_bridge, tmp_path):
     settings = host_settings(tmp_path).replace(llm={"backend": "local-minilm"})
     assert run_demo(settings, "llm", check=True, progress=False, echo=lines.append) == 0
     assert any(line.startswith("llm: ") and "parse ok" in line for line in lines)
+    # the users it ranks were profiled first, in this run (the preparation's job had written them: unchanged now)
+    profiled = [line for line in lines if line.startswith("profiles (") and " 0 failed" in line]
+    assert profiled and " 0 written" in profiled[-1] and " 0 LLM calls" in profiled[-1], lines
+    assert open_default_store(settings).get_profile(1) is not None
     assert lines[-1].startswith("PASS: /getrecforyou?id=1&size=32&model=llm")

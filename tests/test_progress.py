@@ -38,6 +38,17 @@ def test_a_bar_off_a_terminal_prints_at_most_one_line_per_interval(monkeypatch):
     assert all("\r" not in line for _, line in log.lines)
 
 
+def test_a_bar_whose_last_line_says_where_it_ended_closes_without_repeating_it(monkeypatch):
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.1)
+    log = _Log()
+    with progress_bar(total=2, desc="calibrate", stream=log) as bar:
+        bar.update(1)
+        time.sleep(0.15)
+        bar.update(1)  # printed: 2/2
+        time.sleep(0.15)
+    assert [line.split("|")[0] for _, line in log.lines] == ["calibrate: 100%"], log.lines
+
+
 def test_a_short_job_off_a_terminal_prints_only_its_last_line():
     log = _Log()
     with progress_bar(total=3, desc="short", stream=log) as bar:
