@@ -103,14 +103,14 @@ def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = 
         try:
             client = stack.enter_context(bridge_client(settings, client))
             batches = user_batches(client, settings, users, sample)
-            if profiles:
+            chosen = [u for b in batches for u in b]
+            if profiles and chosen:
                 profiled = time.perf_counter()
-                summary.profiles = prepare_profiles(model, settings, [u for b in batches for u in b],
-                                                    progress=progress) or ""
+                summary.profiles = prepare_profiles(model, settings, chosen, progress=progress) or ""
                 started += time.perf_counter() - profiled
             catalogue = (loaded_catalogue(client, settings, ranker.needs_emb)
                          if ranker.candidate_source == SOURCE_CATALOGUE else None)
-            bar = stack.enter_context(progress_bar(total=sum(map(len, batches)), desc=f"rerank {ranker.name}",
+            bar = stack.enter_context(progress_bar(total=len(chosen), desc=f"rerank {ranker.name}",
                                                    unit="user", enabled=progress))
             for user_batch in batches:
                 contexts, unknown = fetch_contexts(client, store, user_batch, source=ranker.candidate_source,
