@@ -53,7 +53,7 @@ def test_readme_links_every_docs_page_it_names_and_they_exist():
     assert docs_links, "the README links no page under docs/"
     for target in docs_links:
         file = target.partition("#")[0]
-        assert file.endswith(".md"), target
+        assert file.endswith((".md", ".png")), target  # a page, or a screenshot of the comparison page
         assert (REPO_ROOT / file).is_file(), f"README.md links {target}, which does not exist"
 
 
