@@ -389,6 +389,24 @@ def test_4_a_rerank_over_a_bad_model_is_one_line_not_one_traceback_per_batch(hos
     assert not (tmp_path / "store" / "records").exists() or not list((tmp_path / "store" / "records").rglob("*.json"))
 
 
+def test_4_serve_over_a_file_named_gguf_that_is_not_one_is_one_line_before_polling(host, tmp_path):
+    """The real `serve` command: the model is checked once, when the worker starts, not per poll."""
+    fake = tmp_path / "model.gguf"
+    fake.write_text("this is a text file\n")
+    settings = host.settings
+    started = time.monotonic()
+    proc = _cli({"SPARROW_LLM_LOCAL_MODEL": str(fake), "SPARROW_LLM_MODELS_DIR": str(tmp_path / "models"),
+                 "SPARROW_LLM_BASE": "host", "SPARROW_LLM_NEARLINE_POLL_S": "0.2", "SPARROW_LLM_SHARED": str(SHARED)},
+                "serve", "--model", "llm", "--store-dir", str(tmp_path / "store"),
+                "--connect-file", str(settings.bridge.connect_file))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert err.splitlines() == [f"sparrow-llm: error: SPARROW_LLM_LOCAL_MODEL {fake} is not a GGUF file (it starts "
+                                "with b'this', not b'GGUF')"], err
+    assert time.monotonic() - started < 20 and "polls" not in out  # refused before the first poll
+    assert not (tmp_path / "models").exists()
+
+
 def test_4_an_unwritable_models_folder_is_one_line(tmp_path):
     cut = _head(tmp_path / "cut.gguf", 2_000_000)
     in_the_way = tmp_path / "models"
