@@ -193,7 +193,9 @@ class HostSettings(_Section):
     work_dir: Path = _var(Path("~/.sparrow-llm").expanduser(), _Path("SPARROW_LLM_HOME"))
     jvm_dir: Path = _var(REPO_ROOT / "jvm_bridge", _Path("SPARROW_LLM_JVM_DIR"))
     java: str = _var("java", _Var("SPARROW_LLM_JAVA"))
-    start_timeout_s: float = _var(120.0, _Number("host.start_timeout_s", read=False))
+    start_timeout_s: float = _var(120.0, _Number("SPARROW_LLM_START_TIMEOUT_S"))
+    # Seconds one HTTP request to the host (the demo's check, the eval's served lists) may wait for its answer.
+    http_timeout_s: float = _var(60.0, _Number("SPARROW_LLM_HTTP_TIMEOUT_S"))
 
     @property
     def data_webroot(self) -> Path:
@@ -227,7 +229,7 @@ class BridgeSettings(_Section):
     # 0: the launcher picks a free port and writes it to connect_file
     gateway_port: int = _var(0, _Int("SPARROW_LLM_GATEWAY_PORT", minimum=0, maximum=MAX_PORT))
     token: str | None = field(default=None, repr=False)  # SPARROW_LLM_TOKEN or _TOKEN_FILE (`_token`)
-    call_timeout_s: float = _var(60.0, _Number("bridge.call_timeout_s", read=False))
+    call_timeout_s: float = _var(60.0, _Number("SPARROW_LLM_BRIDGE_TIMEOUT_S"))
     # How many users one bulk call carries.
     batch_users: int = _var(64, _Int("bridge.batch_users", read=False, minimum=1))
 

@@ -107,7 +107,7 @@ def cut_folder(webroot: Path, folder: Path, cut: Mapping[int, int]) -> Path:
     timestamp there; movies and item2vec vectors linked. Built in a temporary folder renamed into place."""
     if (folder / RATINGS_CSV).is_file():
         return folder
-    ratings = pd.read_csv(webroot / RATINGS_CSV)
+    ratings = read_data_csv(webroot / RATINGS_CSV)
     ends = ratings[COL_USER].map(cut).fillna(np.inf)
     # Published whole (`publish.staged_folder`); a process that made the same folder first keeps its own.
     with staged_folder(folder, keep_existing=lambda f: (f / RATINGS_CSV).is_file()) as staging:

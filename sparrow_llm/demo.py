@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from dataclasses import dataclass
 
 from typing import Callable
 
 from .bridge.client import BridgeClient
-from .bridge.host import HostProcess
-from .config import Settings
+from .bridge.host import HostProcess, http_get
+from .config import HostSettings, Settings
 from .domain import served_order
 from .pipeline.rerank import run_rerank
 from .registry import base_of, prepare_model
@@ -33,19 +32,20 @@ class StageCheck:
     message: str
 
 
-def _get_json(url: str, timeout: float = 10.0):
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return resp.status, dict(resp.headers), json.loads(resp.read().decode("utf-8"))
+def _get_json(url: str, timeout_s: float):
+    status, headers, body = http_get(url, timeout_s)
+    return status, headers, json.loads(body.decode("utf-8"))
 
 
-def check_stage(base_url: str, model: str, user_id: int, store: Store, fallback_model: str = "emb") -> StageCheck:
+def check_stage(base_url: str, model: str, user_id: int, store: Store, fallback_model: str = "emb",
+                timeout_s: float = HostSettings.http_timeout_s) -> StageCheck:
     """The page's request for `model` must come back in the stored order, then the host's order."""
     record = store.get_record(model, user_id)
     if record is None:
         return StageCheck(False, f"no {model} record for user {user_id} in {store!r}")
     query = f"{base_url}/getrecforyou?id={user_id}"
-    _, headers, served = _get_json(f"{query}&size={PAGE_SIZE}&model={model}")
-    _, _, host = _get_json(f"{query}&size={HOST_CANDIDATES}&model={fallback_model}")
+    _, headers, served = _get_json(f"{query}&size={PAGE_SIZE}&model={model}", timeout_s)
+    _, _, host = _get_json(f"{query}&size={HOST_CANDIDATES}&model={fallback_model}", timeout_s)
     host_ids = [m["movieId"] for m in host]
     known = set(host_ids)
     expected = served_order((m for m in record.movie_ids if m in known), host_ids)[:PAGE_SIZE]
@@ -80,7 +80,7 @@ def run_demo(settings: Settings, model: str = DEMO_MODEL, *, check: bool = False
             echo(summary.line())
         echo(f"demo ready in {time.perf_counter() - started:.0f} s")
         if check:
-            result = check_stage(host.base_url, model, user_id, store)
+            result = check_stage(host.base_url, model, user_id, store, timeout_s=settings.host.http_timeout_s)
             echo(("PASS: " if result.ok else "FAIL: ") + result.message)
             return 0 if result.ok else 1
         echo(f"compare the host's list with the plugin's: {host.base_url}/sparrow-llm/compare.html?id={user_id}")

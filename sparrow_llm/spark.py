@@ -5,17 +5,22 @@ import os
 import re
 import sys
 import threading
+import traceback
 import uuid
+import warnings
 from contextlib import contextmanager
 from typing import Iterator
+from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
+from .config import ConfigError
 from .progress import progress_bar
 from .schema import COL_GENRES, COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_TITLE, COL_USER
 
-__all__ = ["spark_session", "session", "read_csv", "read_ratings", "read_movies", "task_progress", "local_cores"]
+__all__ = ["spark_session", "session", "read_csv", "read_ratings", "read_movies", "task_progress", "local_cores",
+           "csv_errors", "SparkTimeout"]
 
 _LOCAL_MASTER = re.compile(r"^local(?:\[(\d+|\*)(?:,\d+)?\])?$")
 RATINGS_SCHEMA = StructType([
@@ -48,6 +53,11 @@ def spark_session(master: str = "local[*]", app: str = "sparrow-llm", driver_mem
         builder = builder.config("spark.sql.shuffle.partitions", str(2 * cores))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    # A failed task reaches the driver as the job's exception (one line from `csv_errors` or the CLI); these two
+    # loggers would print its Java stack trace first, at ERROR.
+    config = spark.sparkContext._jvm.org.apache.logging.log4j.core.config.Configurator
+    for name in ("org.apache.spark.executor.Executor", "org.apache.spark.scheduler.TaskSetManager"):
+        config.setLevel(name, spark.sparkContext._jvm.org.apache.logging.log4j.Level.FATAL)
     return spark
 
 
@@ -62,11 +72,39 @@ def local_cores(master: str) -> int | None:
     return (os.cpu_count() or 1) if threads == "*" else int(threads)
 
 
+def _local_path(uri: str) -> str | None:
+    """The path of a local file's URI (a plain path or file:), None for a cluster's (hdfs:, s3a: ...)."""
+    parsed = urlparse(uri)
+    return parsed.path if parsed.scheme == "file" else uri if not parsed.scheme else None
+
+
+def _check_local_csv(uri: str, schema: StructType) -> None:
+    """What can be told of a local CSV before Spark reads it, as one ConfigError naming the file: missing,
+    empty, or a header other than `schema`'s columns (Spark finds a malformed row only when a job reads it:
+    `csv_errors`)."""
+    path = _local_path(uri)
+    if path is None or any(c in path for c in "*?[{"):  # a cluster's file or a glob: Spark's own checks
+        return
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        first = f.readline()
+    if not first.strip():
+        raise ConfigError(f"{path}: the file is empty (not even a header line)")
+    header = [name.strip().strip('"') for name in first.decode("utf-8", "replace").strip().split(",")]
+    if header != schema.names:
+        raise ConfigError(f"{path}: not a valid CSV file (its header names {', '.join(header)}; expected "
+                          f"{', '.join(schema.names)})")
+
+
 def read_csv(spark: SparkSession, uri: str | os.PathLike | list, schema: StructType) -> DataFrame:
     """CSV with a header that must name `schema`'s columns in order (enforceSchema=False makes Spark check it,
     so a file with swapped columns fails instead of loading silently), RFC 4180 quoting ("" inside quotes is
-    a quote, unlike Spark's default backslash escape), and no silent nulls for malformed rows."""
+    a quote, unlike Spark's default backslash escape), and no silent nulls for malformed rows (FAILFAST: the
+    job fails, and `csv_errors` makes that one line naming the file). A local file is checked first."""
     uris = [os.fspath(u) for u in uri] if isinstance(uri, list) else os.fspath(uri)
+    for one in uris if isinstance(uris, list) else [uris]:
+        _check_local_csv(one, schema)
     return (spark.read.schema(schema)
             .options(header=True, enforceSchema=False, quote='"', escape='"', mode="FAILFAST")
             .csv(uris))
@@ -82,6 +120,80 @@ def read_movies(spark: SparkSession, uri: str | os.PathLike) -> DataFrame:
     return read_csv(spark, uri, MOVIES_SCHEMA)
 
 
+_READ_FILE = re.compile(r"Encountered error while reading file (\S+?)\.?\s+SQLSTATE")
+_MALFORMED_LINE = re.compile(r"Malformed CSV record: (.*?)(?: SQLSTATE|$)", re.M)
+_CSV_CAUSES = (  # Spark's cause of a failed CSV read -> ours, from the Java exception's text
+    (re.compile(r"NumberFormatException: (.*)"), "a value that is not a number ({0})"),
+    (re.compile(r"Header: (.*)\n\s*Schema: (.*)"), "its header names {0}; expected {1}"),
+)
+
+
+# A job that fails inside toPandas first warns with the whole Java stack, then raises the same error (which
+# `csv_errors` or the CLI makes one line): the warning adds nothing but the stack.
+warnings.filterwarnings("ignore", message=r"toPandas attempted Arrow optimization .* can not continue",
+                        category=UserWarning)
+
+
+class SparkTimeout(TimeoutError):
+    """A Spark job's Python side gave up waiting for its JVM (pyspark's local sockets)."""
+
+
+def _csv_error(exc: Exception) -> ConfigError | None:
+    """A failed read of a CSV file as one line naming the file, the line (a local file) and the cause."""
+    text = str(exc)
+    found = _READ_FILE.search(text)
+    if found is None:
+        return None
+    uri = found.group(1)
+    path = _local_path(uri) or uri
+    if (match := _MALFORMED_LINE.search(text)) is not None:
+        line = _line_number(path, match.group(1))
+        where = "a line" if line is None else f"line {line}"
+        return ConfigError(f"{path}: not a valid CSV file ({where} does not have the header's fields: "
+                           f"{match.group(1)!r})")
+    for pattern, cause in _CSV_CAUSES:
+        if (match := pattern.search(text)) is not None:
+            return ConfigError(f"{path}: not a valid CSV file ({cause.format(*match.groups())})")
+    causes = re.findall(r"Caused by: [\w.$]+: (.+)", text)
+    return ConfigError(f"{path}: cannot be read ({causes[-1].strip() if causes else 'Spark could not read it'})")
+
+
+def _line_number(path: str, record: str) -> int | None:
+    """The first line of a local file that is `record` (None: not local, or not found)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return next((n for n, line in enumerate(f, 1) if line.rstrip("\r\n") == record), None)
+    except OSError:
+        return None
+
+
+def _from_pyspark(exc: BaseException) -> bool:
+    return any(f"{os.sep}pyspark{os.sep}" in frame.filename for frame in traceback.extract_tb(exc.__traceback__))
+
+
+@contextmanager
+def csv_errors(app: str = "Spark job") -> Iterator[None]:
+    """Spark's failures that name no file or limit, made one line: a CSV read that failed (FAILFAST) names the
+    file, the line and the cause (a ConfigError); a bare "timed out" of pyspark's sockets to its JVM says which
+    limit and how to raise it (SparkTimeout). Anything else passes as it is."""
+    try:
+        yield
+    except TimeoutError as exc:
+        if isinstance(exc, SparkTimeout) or not _from_pyspark(exc):
+            raise
+        raise SparkTimeout(
+            f"{app}: pyspark gave up waiting for its JVM after {os.environ.get('SPARK_AUTH_SOCKET_TIMEOUT', '15')} s "
+            f"({exc or 'timed out'}): the machine is overloaded; raise SPARK_AUTH_SOCKET_TIMEOUT or run fewer "
+            "Spark cores (--master local[N])") from None
+    except ConfigError:
+        raise
+    except Exception as exc:
+        translated = _csv_error(exc)
+        if translated is None:
+            raise
+        raise translated from None
+
+
 @contextmanager
 def session(spark: SparkSession | None, master: str, app: str) -> Iterator[SparkSession]:
     """`spark`, else a session from `spark_session(master)`, stopped on exit only when this call started it.
@@ -94,7 +206,8 @@ def session(spark: SparkSession | None, master: str, app: str) -> Iterator[Spark
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = spark or spark_session(master, app=app)
     try:
-        yield spark
+        with csv_errors(app):
+            yield spark
     finally:
         if owned:
             spark.stop()

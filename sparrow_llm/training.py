@@ -1,6 +1,7 @@
-"""What every training loop shares: torch's thread count for a block, and early stopping on validation.
+"""What every training loop shares: the device, torch's thread count for a block, and early stopping on
+validation.
 
-torch is imported inside `torch_threads` only, so importing this module costs nothing to torch-free callers.
+torch is imported inside the functions only, so importing this module costs nothing to torch-free callers.
 """
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-__all__ = ["torch_threads", "EarlyStopping"]
+__all__ = ["training_device", "torch_threads", "EarlyStopping"]
+
+
+def training_device():
+    """The device a training loop runs on: CUDA when torch sees one, else the CPU. The same command trains on
+    either; nothing else changes."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @contextmanager

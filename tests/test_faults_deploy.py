@@ -26,8 +26,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sparrow_llm.bridge.client import BridgeClient, BridgeUnavailable
-from sparrow_llm.bridge.host import HostProcess
+from sparrow_llm.bridge.client import BridgeClient, BridgeTimeout, BridgeUnavailable
+from sparrow_llm.bridge.host import HostError, HostProcess, http_get
 from sparrow_llm.cli import main
 from sparrow_llm.config import REPO_ROOT, ConfigError, LLMSettings, Settings
 from sparrow_llm.datafolder import data_key
@@ -47,6 +47,7 @@ from sparrow_llm.rankers.palr.prompts import Prompts
 from sparrow_llm.rankers.palr.ranker import cache_key
 from sparrow_llm.rankers.retrieval import checkpoint as retrieval_checkpoint
 from sparrow_llm.rankers.retrieval.linear import EASE_BYTES_PER_CELL, LinearModel, available_memory
+from sparrow_llm.spark import read_movies, session
 from sparrow_llm.store import FileStore, adopt_legacy_store
 
 from tests.conftest import FIXTURE_WEBROOT, SHARED, free_port
@@ -388,6 +389,24 @@ def test_4_a_rerank_over_a_bad_model_is_one_line_not_one_traceback_per_batch(hos
     assert not (tmp_path / "store" / "records").exists() or not list((tmp_path / "store" / "records").rglob("*.json"))
 
 
+def test_4_serve_over_a_file_named_gguf_that_is_not_one_is_one_line_before_polling(host, tmp_path):
+    """The real `serve` command: the model is checked once, when the worker starts, not per poll."""
+    fake = tmp_path / "model.gguf"
+    fake.write_text("this is a text file\n")
+    settings = host.settings
+    started = time.monotonic()
+    proc = _cli({"SPARROW_LLM_LOCAL_MODEL": str(fake), "SPARROW_LLM_MODELS_DIR": str(tmp_path / "models"),
+                 "SPARROW_LLM_BASE": "host", "SPARROW_LLM_NEARLINE_POLL_S": "0.2", "SPARROW_LLM_SHARED": str(SHARED)},
+                "serve", "--model", "llm", "--store-dir", str(tmp_path / "store"),
+                "--connect-file", str(settings.bridge.connect_file))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert err.splitlines() == [f"sparrow-llm: error: SPARROW_LLM_LOCAL_MODEL {fake} is not a GGUF file (it starts "
+                                "with b'this', not b'GGUF')"], err
+    assert time.monotonic() - started < 20 and "polls" not in out  # refused before the first poll
+    assert not (tmp_path / "models").exists()
+
+
 def test_4_an_unwritable_models_folder_is_one_line(tmp_path):
     cut = _head(tmp_path / "cut.gguf", 2_000_000)
     in_the_way = tmp_path / "models"
@@ -638,6 +657,96 @@ def test_9_a_bad_ratings_csv_is_one_line_naming_the_file_and_the_line(tmp_path, 
     assert main(["retrieval", "prepare", "--models", "popularity", "--no-progress"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"sparrow-llm: error: {data / 'sampledata' / 'ratings.csv'}: {cause}"]
+
+
+_RATINGS_HEADER = "userId,movieId,rating,timestamp\n"
+
+
+@pytest.mark.parametrize("ratings, cause", [
+    ("", "the file is empty (not even a header line)"),
+    (_RATINGS_HEADER + "1,1,4.0,964982703\n1,3,4.0,964981247,oops\n",
+     "not a valid CSV file (line 3 does not have the header's fields: '1,3,4.0,964981247,oops')"),
+    (_RATINGS_HEADER + "1,1,4.0,964982703\n1,3\n",
+     "not a valid CSV file (line 3 does not have the header's fields: '1,3')"),
+    (_RATINGS_HEADER + "1,1,four,964982703\n", 'not a valid CSV file (a value that is not a number (For input string: '
+                                                '"four"))'),
+    ("movieId,userId,rating,timestamp\n1,1,4.0,964982703\n",
+     "not a valid CSV file (its header names movieId, userId, rating, timestamp; expected userId, movieId, rating, "
+     "timestamp)"),
+])
+def test_9_a_bad_ratings_csv_in_a_spark_job_is_one_line_naming_the_file(spark, tmp_path, capsys, ratings, cause):
+    path = tmp_path / "ratings.csv"
+    path.write_text(ratings)
+    assert main(["retrieval", "samples", "--out", str(tmp_path / "out"), "--ratings", str(path)]) == 2
+    _, err = capsys.readouterr()
+    assert err.strip().splitlines() == [f"sparrow-llm: error: {path}: {cause}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_9_a_bad_movies_csv_in_a_spark_job_is_one_line_naming_the_file(spark, tmp_path, capsys):
+    movies = tmp_path / "movies.csv"
+    movies.write_text('movieId,title,genres\n1,Toy Story (1995),Animation\n2,"Jumanji, (1995),Adventure\n')
+    with pytest.raises(ConfigError) as raised, session(spark, "local[1]", "test"):
+        read_movies(spark, movies).collect()  # found by the job that reads the row (FAILFAST), translated by `session`
+    assert str(raised.value) == (f"{movies}: not a valid CSV file (line 3 does not have the header's fields: "
+                                 "'2,\"Jumanji, (1995),Adventure')")
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text(_RATINGS_HEADER + "1,1,4.0,964982703\n")
+    movies.write_text("")
+    assert main(["features", "--out", str(tmp_path / "out"), "--ratings", str(ratings), "--movies", str(movies)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"sparrow-llm: error: {movies}: the file is empty (not even a header line)"]
+    assert not (tmp_path / "out").exists()
+
+
+# ---- case 11: a timeout names the call, the limit and the setting that raises it --------------------
+
+def test_11_a_bridge_call_that_times_out_names_the_call_the_limit_and_the_setting(built_bridge, tmp_path, caplog):
+    """A JVM that lives but does not answer (SIGSTOP, as an overloaded machine can make it): one BridgeTimeout
+    after the call timeout, not tried again, no py4j traceback; the next call after it answers again works."""
+    settings = _private_settings(tmp_path / "home").replace(bridge={"call_timeout_s": 1.5})
+    with HostProcess(settings) as host:
+        for connected in (True, False):  # a call on an open connection; a connection's handshake
+            with BridgeClient(settings.bridge) as client:
+                if connected:
+                    assert client.info()["movies"] == 755
+                os.kill(host.pid, signal.SIGSTOP)
+                try:
+                    started = time.monotonic()
+                    with caplog.at_level(logging.DEBUG), pytest.raises(BridgeTimeout) as raised:
+                        client.user_ids()
+                    waited = time.monotonic() - started
+                finally:
+                    os.kill(host.pid, signal.SIGCONT)
+                assert str(raised.value) == (
+                    f"userIds: the bridge at {client.address} gave no answer within 1.5 s (its JVM is overloaded or "
+                    "stuck); to wait longer, raise SPARROW_LLM_BRIDGE_TIMEOUT_S")
+                assert 1.5 <= waited < 2.9  # once, not tried again
+                assert not [r for r in caplog.records if r.exc_info or r.name.startswith("py4j")]
+                assert len(client.user_ids()) > 600  # answers again on a fresh connection
+        port = json.loads(settings.bridge.connect_file.read_text())["port"]
+        os.kill(host.pid, signal.SIGSTOP)
+        try:
+            proc = _cli({"SPARROW_LLM_HOME": str(settings.host.work_dir), "SPARROW_LLM_BRIDGE_TIMEOUT_S": "1.5"},
+                        "bridge", "info")
+            out, err = proc.communicate(timeout=60)
+        finally:
+            os.kill(host.pid, signal.SIGCONT)
+    assert proc.returncode == 2
+    assert err.splitlines() == [f"sparrow-llm: error: info: the bridge at GatewayAddress(127.0.0.1:{port}"
+                                f", http={settings.host.http_port}) gave no answer within 1.5 s (its JVM is overloaded or "
+                                "stuck); to wait longer, raise SPARROW_LLM_BRIDGE_TIMEOUT_S"], err
+
+
+def test_11_an_http_request_that_times_out_names_the_url_the_limit_and_the_setting():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:  # accepts, never answers
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/getrecforyou?id=1&size=5&model=llm"
+        with pytest.raises(HostError) as raised:
+            http_get(url, 0.5)
+    assert str(raised.value) == (f"GET {url}: the host gave no answer within 0.5 s (it is overloaded or stuck); to wait "
+                                 "longer, raise SPARROW_LLM_HTTP_TIMEOUT_S")
 
 
 # ---- case 10: nothing left behind by a killed run; EASE's memory checked up front ------------------

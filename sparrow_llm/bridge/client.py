@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import orjson
+import py4j
 from py4j.java_gateway import GatewayParameters, JavaGateway
 from py4j.protocol import Py4JAuthenticationError, Py4JError, Py4JJavaError, Py4JNetworkError
 
@@ -23,7 +26,7 @@ from ..schema import HOST_CANDIDATES
 from ..domain import CandidateList, MovieMeta, UserBundle, UserHistory, UserRating
 
 __all__ = [
-    "BridgeError", "BridgeUnavailable", "BridgeAuthError", "BridgeCallError",
+    "BridgeError", "BridgeUnavailable", "BridgeTimeout", "BridgeAuthError", "BridgeCallError",
     "GatewayAddress", "BridgeClient", "CANDIDATE_SOURCES",
 ]
 
@@ -33,6 +36,15 @@ log = logging.getLogger(__name__)
 # py4j's loggers (all below "py4j") stay quiet unless something configured them first.
 if logging.getLogger("py4j").level == logging.NOTSET:
     logging.getLogger("py4j").setLevel(logging.CRITICAL)
+_PY4J_DIR = os.path.dirname(os.path.abspath(py4j.__file__)) + os.sep
+
+
+def _not_py4j(record: logging.LogRecord) -> bool:
+    """py4j also logs a timed-out read with `logging.exception`, on the root logger: that record is dropped."""
+    return not record.pathname.startswith(_PY4J_DIR)
+
+
+logging.getLogger().addFilter(_not_py4j)
 
 CANDIDATE_SOURCES = ("host", "genre", "embedding")
 _METAS_KEPT = 8192
@@ -46,6 +58,11 @@ class BridgeError(RuntimeError):
 
 class BridgeUnavailable(BridgeError):
     """No launcher answers at the address in the connect file."""
+
+
+class BridgeTimeout(BridgeUnavailable):
+    """The gateway did not answer within the call timeout: the JVM lives but is overloaded or stuck (`serve`
+    waits and tries again, as for an outage)."""
 
 
 class BridgeAuthError(BridgeError):
@@ -81,6 +98,17 @@ class GatewayAddress:
 def _ratings(rows: Iterable[Sequence]) -> tuple[UserRating, ...]:
     """History rows; a rating the gateway wrote as null (a NaN in the host's ratings.csv) is left out."""
     return tuple(UserRating(int(m), float(r), int(t)) for m, r, t in rows if r is not None)
+
+
+def _timed_out(exc: BaseException, elapsed_s: float, limit_s: float) -> bool:
+    """Whether a failed call ran into the read timeout: a connect or handshake says so in its cause; a read
+    that timed out mid-call reaches us as a bare Py4JError (py4j logs the socket.timeout and answers "error"),
+    after the whole timeout."""
+    if isinstance(exc, Py4JNetworkError):
+        while isinstance(exc, Py4JNetworkError):  # a handshake's error wraps the read's, which wraps the socket's
+            exc = exc.cause
+        return isinstance(exc, TimeoutError)
+    return isinstance(exc, TimeoutError) or elapsed_s >= limit_s
 
 
 def _is_connection_loss(exc: BaseException) -> bool:
@@ -134,9 +162,11 @@ class BridgeClient:
         return self._gateway
 
     def _call(self, method: str, *args) -> Any:
-        """One entry-point call, reconnecting once if the JVM went away (e.g. restarted)."""
+        """One entry-point call, reconnecting once if the JVM went away (e.g. restarted); one that gets no
+        answer within the call timeout is not tried again (BridgeTimeout)."""
         with self._lock:
             for attempt in (1, 2):
+                started = time.monotonic()
                 try:
                     gateway = self._connected()
                     # orjson: half of json's time on a bulk answer (0.39 vs 0.77 ms for 755 movies)
@@ -150,6 +180,14 @@ class BridgeClient:
                 except Py4JJavaError as exc:
                     raise BridgeCallError(f"{method} failed in the JVM: {exc.java_exception}") from None
                 except (Py4JError, OSError) as exc:
+                    limit = self._settings.call_timeout_s
+                    if _timed_out(exc, time.monotonic() - started, limit):
+                        address = self.address
+                        self._drop()  # the late answer must not be read as the next call's
+                        raise BridgeTimeout(
+                            f"{method}: the bridge at {address or self._settings.connect_file} gave no answer within "
+                            f"{limit:g} s (its JVM is overloaded or stuck); to wait longer, raise "
+                            "SPARROW_LLM_BRIDGE_TIMEOUT_S") from None
                     if not _is_connection_loss(exc):
                         raise BridgeCallError(f"{method} failed: {exc}") from None
                     address = self.address

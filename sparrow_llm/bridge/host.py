@@ -14,13 +14,15 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import schema
 from ..config import ConfigError, Settings
 
-__all__ = ["HostRuntime", "HostProcess", "HostError", "resolve_host", "build_bridge", "launcher_env",
+__all__ = ["HostRuntime", "HostProcess", "HostError", "resolve_host", "build_bridge", "launcher_env", "http_get",
            "LAUNCHER_CLASS"]
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,19 @@ def launcher_env(settings: Settings, runtime: HostRuntime, token: str, extra: di
     return env
 
 
+def http_get(url: str, timeout_s: float) -> tuple[int, dict[str, str], bytes]:
+    """GET `url` of the host: status, headers and body. No answer within `timeout_s` is one HostError naming
+    the request, the limit and the setting that raises it, never a bare "timed out"."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except (TimeoutError, urllib.error.URLError) as exc:
+        if not isinstance(exc, TimeoutError) and not isinstance(exc.reason, TimeoutError):
+            raise
+        raise HostError(f"GET {url}: the host gave no answer within {timeout_s:g} s (it is overloaded or stuck); "
+                        "to wait longer, raise SPARROW_LLM_HTTP_TIMEOUT_S") from None
+
+
 class HostProcess:
     """The host JVM under the bridge launcher, as a context manager."""
 
@@ -193,8 +208,8 @@ class HostProcess:
                 return
             time.sleep(0.1)
         self.stop()
-        raise HostError(f"the host JVM did not become ready in {self.settings.host.start_timeout_s:.0f} s; "
-                        f"last lines of {self.log_path}: {self._log_gist()}")
+        raise HostError(f"the host JVM did not become ready in {self.settings.host.start_timeout_s:g} s (to wait "
+                        f"longer, raise SPARROW_LLM_START_TIMEOUT_S); last lines of {self.log_path}: {self._log_gist()}")
 
     def _exit_line(self, when: str) -> str:
         """One line (the CLI prints errors as one): how the JVM ended, and the log's last lines."""

@@ -188,7 +188,7 @@ def _plugin_arm(name: str, settings: Settings, client: BridgeClient, store: Stor
     except BaseException:
         ranker.close()
         raise
-    served, serve_s, from_store = served_lists(base_url, name, users, progress)
+    served, serve_s, from_store = served_lists(base_url, name, users, progress, settings.host.http_timeout_s)
     lists = {u.user_id: without(served[u.user_id], u.rated_ids) for u in users}
     return Arm(name, ranker.backend, lists, rank_s=summary.wall_s, prep_s=prep.seconds if prepared else None,
                prep_memory=prep if prepared else None, serve_s=serve_s, counters=dict(summary.counters),
@@ -252,7 +252,8 @@ def run_eval(settings: Settings, options: EvalOptions = EvalOptions()) -> EvalRe
             schema.COL_MOVIE].tolist(), True)
         host_lists, timing = {}, {}
         for name in (n for n in names if n in HOST_MODELS):
-            host_lists[name], timing[name], _ = served_lists(host.base_url, HOST_MODELS[name], users, options.progress)
+            host_lists[name], timing[name], _ = served_lists(host.base_url, HOST_MODELS[name], users, options.progress,
+                                                             settings.host.http_timeout_s)
         arms = _host_arms(host_lists, users, timing)
         rankers: list[Ranker] = []
         plugin_arms: list[Arm] = []

@@ -53,7 +53,10 @@ def test_in_process_and_spark_serve_the_bases_lists_at_weight_zero(zero, spark, 
 
 def test_the_eval_scores_llm_at_weight_zero_as_its_base(zero, tmp_path):
     settings, _ = zero
-    result = run_eval(settings, EvalOptions(out=tmp_path / "eval", rankers=("llm",), negatives=20, progress=False))
+    # A seeded sample of users: the equality is per user, and the in-process and Spark test covers them all.
+    result = run_eval(settings, EvalOptions(out=tmp_path / "eval", rankers=("llm",), sample=120, negatives=20,
+                                            progress=False))
+    assert len(result.users) == 120
     for variant in result.variants:
         arms = {arm.label: arm for arm in variant.arms}
         assert arms["llm"].base == "popularity"

@@ -37,7 +37,7 @@ from pyspark.sql.types import DataType, DoubleType, LongType, StringType, Struct
 
 from ...catalog import YEAR_RE  # Java's regex reads it as Python's does, for ASCII digits and blanks
 from ...schema import MOVIES_CSV, RATINGS_CSV
-from ...spark import read_csv, read_movies, read_ratings, spark_session
+from ...spark import read_csv, read_movies, read_ratings, session
 from .samples import time_split
 from .schema import (
     COL_GENRES, COL_LABEL, COL_MOVIE, COL_MOVIE_AVG_RATING, COL_MOVIE_RATING_COUNT, COL_MOVIE_RATING_STDDEV,
@@ -260,31 +260,29 @@ def run_features(out: str | os.PathLike, *, ratings: str | os.PathLike | None = 
     inputs = host_files or {"ratings": os.fspath(ratings), "movies": os.fspath(movies)}
     out = os.fspath(out).rstrip("/")
 
-    owned = spark is None and SparkSession.getActiveSession() is None
-    spark = spark or spark_session(master)
-    started = time.perf_counter()
     samples = None
-    try:
-        if host_files and not resplit:
-            # The host's own split, which has no validation part.
-            parts = {name: read_samples(spark, host_files[name]) if name in host_files
-                     else spark.createDataFrame([], SAMPLE_SCHEMA) for name in SPLITS}
-            valid_from = test_from = None
-        else:
-            samples = (read_samples(spark, list(host_files.values())) if host_files
-                       else build_samples_spark(read_ratings(spark, ratings), read_movies(spark, movies)))
-            # Persisted: the cut-offs and the three writes all read it, so it is computed once.
-            samples = samples.persist()
-            valid_from, test_from = _cut_offs(samples, test_frac, valid_frac)
-            parts = _by_time(samples, valid_from, test_from)
-        rows = {name: _write(parts[name], f"{out}/{name}", fmt) for name in SPLITS}
-        summary = FeatureSummary(out=out, source="host" if host_files else "ratings", fmt=fmt, rows=rows,
-                                 valid_from=valid_from, test_from=test_from, inputs=inputs,
-                                 wall_s=time.perf_counter() - started)
-        _write_text(spark, f"{out}/{META_FILE}", json.dumps(summary.to_meta(), indent=2) + "\n")
-        return summary
-    finally:
-        if samples is not None:
-            samples.unpersist()
-        if owned:
-            spark.stop()
+    # `session`: stopped at the end when this call started it; a malformed CSV row is one line naming the file.
+    with session(spark, master, "sparrow-llm-features") as spark:
+        started = time.perf_counter()
+        try:
+            if host_files and not resplit:
+                # The host's own split, which has no validation part.
+                parts = {name: read_samples(spark, host_files[name]) if name in host_files
+                         else spark.createDataFrame([], SAMPLE_SCHEMA) for name in SPLITS}
+                valid_from = test_from = None
+            else:
+                samples = (read_samples(spark, list(host_files.values())) if host_files
+                           else build_samples_spark(read_ratings(spark, ratings), read_movies(spark, movies)))
+                # Persisted: the cut-offs and the three writes all read it, so it is computed once.
+                samples = samples.persist()
+                valid_from, test_from = _cut_offs(samples, test_frac, valid_frac)
+                parts = _by_time(samples, valid_from, test_from)
+            rows = {name: _write(parts[name], f"{out}/{name}", fmt) for name in SPLITS}
+            summary = FeatureSummary(out=out, source="host" if host_files else "ratings", fmt=fmt, rows=rows,
+                                     valid_from=valid_from, test_from=test_from, inputs=inputs,
+                                     wall_s=time.perf_counter() - started)
+            _write_text(spark, f"{out}/{META_FILE}", json.dumps(summary.to_meta(), indent=2) + "\n")
+            return summary
+        finally:
+            if samples is not None:
+                samples.unpersist()

@@ -1,6 +1,6 @@
 """Training: data preparation, PA-MLM pretraining, CTR fine-tuning with early stopping, evaluation.
 
-The four rows of the paper's comparison are four `finetune`/`pretrain` runs (see `run_experiment`):
+The four rows of the paper's comparison are four `finetune`/`pretrain` runs (see `train_table`):
 CTR-only (`fusion="ctr"`), PLM-only (`"plm"`), ClickPrompt with the PLM (`pretrain`, then
 `finetune(..., init_from=pretrained)` with `"prefix"` or `"prefix_add"`) and ClickPrompt CTR-only
 (`pretrain`, then `finetune(..., init_from=pretrained)` with `"ctr"`: the pretrained CTR embeddings
@@ -34,7 +34,7 @@ from .samples import Split, build_samples, movie_stats_now, time_split
 
 __all__ = [
     "TrainOptions", "PreparedData", "FitResult", "Metrics", "prepare_data", "prepare_split", "pretrain", "finetune",
-    "evaluate", "evaluate_table", "train_table", "run_experiment", "set_seed", "TABLE_ROWS", "HISTORY_FILE",
+    "evaluate", "evaluate_table", "train_table", "set_seed", "TABLE_ROWS", "HISTORY_FILE",
     "PRETRAIN_DIR", "row_dir",
 ]
 
@@ -354,15 +354,3 @@ def train_table(config: ClickPromptConfig, data: PreparedData, out_dir: Path | s
                                     text_options if row_config.fusion_mode.uses_plm else options,
                                     init_from=pretrained if from_pretrain else None).checkpoint
     return checkpoints
-
-
-def run_experiment(ratings: pd.DataFrame, movies: pd.DataFrame, out_dir: Path | str,
-                   config: ClickPromptConfig = ClickPromptConfig(), options: TrainOptions = TrainOptions(),
-                   pretrain_options: TrainOptions | None = None,
-                   rows: Iterable[str] = TABLE_ROWS) -> pd.DataFrame:
-    """Train the table's models under `out_dir/<row_dir(row)>/` (pretraining once, under `pretrain/`) and
-    evaluate them on the test split. `config.fusion` picks the ClickPrompt-with-PLM mode (prefix or prefix_add)."""
-    rows = _table_rows(config, rows)  # checked before the data is prepared
-    data = prepare_data(ratings, movies, config)
-    checkpoints = train_table(config, data, out_dir, options, pretrain_options=pretrain_options, rows=rows)
-    return evaluate_table(checkpoints, data.split.test, movies, batch_size=options.eval_batch_size)

@@ -30,7 +30,7 @@ from pyspark.sql import SparkSession
 
 from ...catalog import movie_catalog
 from ...config import ConfigError, LLMSettings, Settings
-from ...datafolder import file_hash
+from ...datafolder import file_hash, read_data_csv
 from ...minilm import mean_pool, minilm
 from ...minilm import model_path as minilm_path
 from ...schema import COL_GENRES, COL_RELEASE_YEAR, COL_TITLE, MOVIES_CSV
@@ -80,7 +80,7 @@ def sources_of(names: Sequence[str]) -> tuple[str, ...]:
 
 def movie_texts(webroot: Path) -> pd.Series:
     """movieId -> "Title (Year). Genres: a, b" of every movie of movies.csv, by movieId."""
-    catalog = movie_catalog(pd.read_csv(webroot / MOVIES_CSV)).sort_index()
+    catalog = movie_catalog(read_data_csv(webroot / MOVIES_CSV)).sort_index()
     labels = [f"{t} ({int(y)})" if not pd.isna(y) else t for t, y in zip(catalog[COL_TITLE], catalog[COL_RELEASE_YEAR])]
     return pd.Series([f"{label}. Genres: {', '.join(g) or 'unknown'}" for label, g in zip(labels, catalog[COL_GENRES])],
                      index=catalog.index)

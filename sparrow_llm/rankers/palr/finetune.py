@@ -31,7 +31,7 @@ from ...config import ConfigError, Settings
 from ...datafolder import data_key
 from ...progress import progress_bar
 from ...publish import staged_folder
-from ...training import EarlyStopping
+from ...training import EarlyStopping, training_device
 from ..base import MakeBase, base_key
 from ..llm.base import make_backend
 from ..llm.local_lm import LocalLMBackend, chat_texts, converted_model, option_logits, option_token_ids
@@ -100,9 +100,9 @@ def _score(model, tokenizer, prompts: Prompts, samples: Sequence[ChoiceSample], 
         requests = _requests(prompts, chunk)
         ids = option_token_ids(tokenizer, requests[0].options)
         encoded = tokenizer(chat_texts(tokenizer, requests), return_tensors="pt", padding=True, padding_side="left",
-                            add_special_tokens=False)
+                            add_special_tokens=False).to(model.device)
         with torch.inference_mode():
-            rows.extend(option_logits(model, encoded, ids).float().numpy())
+            rows.extend(option_logits(model, encoded, ids).float().cpu().numpy())
         if bar is not None:
             bar.update(len(chunk))
     return rows
@@ -184,7 +184,8 @@ def finetune(settings: Settings, make_base: MakeBase, options: FinetuneOptions =
         raise ConfigError(f"too little data to fine-tune: {len(train)} training and {len(valid)} validation samples")
     folder = converted_model(llm.source, settings.llm.models_dir)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = _peft_model(folder, options)
+    device = training_device()
+    model = _peft_model(folder, options).to(device)
     option_ids = option_token_ids(tokenizer, OPTION_LABELS[:k])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=options.lr)
@@ -202,20 +203,25 @@ def finetune(settings: Settings, make_base: MakeBase, options: FinetuneOptions =
     max_steps = options.max_steps or -(-len(train) // options.batch_size)  # one epoch, as LlamaRec
     deadline = started + options.max_minutes * 60
     step, stopped = 0, "max_steps"
+    training_s = 0.0  # the steps' own time, without the validation passes: steps/s
     model.train()
     with progress_bar(total=max_steps, desc="llm finetune", unit="step", enabled=options.progress) as bar:
         while step < max_steps:
+            step_started = time.perf_counter()
             chunk = train[(step * options.batch_size) % len(train):][:options.batch_size]
             encoded = tokenizer(chat_texts(tokenizer, _requests(prompts, chunk)), return_tensors="pt", padding=True,
-                                padding_side="left", add_special_tokens=False)
-            loss = torch.nn.functional.cross_entropy(option_logits(model, encoded, option_ids),
-                                                     torch.tensor([s.label for s in chunk]))
+                                padding_side="left", add_special_tokens=False).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):  # CPU: fp32
+                logits = option_logits(model, encoded, option_ids)
+            labels = torch.tensor([s.label for s in chunk], device=device)
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             schedule.step()
             step += 1
+            training_s += time.perf_counter() - step_started
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
             out_of_time = time.perf_counter() > deadline
@@ -238,7 +244,9 @@ def finetune(settings: Settings, make_base: MakeBase, options: FinetuneOptions =
         "model": llm.model, "base": base,
         "options": {**dataclasses.asdict(options), "samples": dataclasses.asdict(options.samples)},
         "train_samples": len(train), "valid_samples": len(valid), "check_samples": len(checks), "steps": step,
-        "best_step": stopping.best_step, "stopped": stopped, "history": history, "wall_s": time.perf_counter() - started,
+        "best_step": stopping.best_step, "stopped": stopped, "history": history, "device": device.type,
+        "epochs": step * options.batch_size / len(train), "steps_per_s": step / training_s if training_s else 0.0,
+        "wall_s": time.perf_counter() - started,
         "peak_rss_gib": _peak_rss_gib(), "finetuned": tuned.to_json(),
     }
     _store(directory, model, info, tuned)

@@ -63,8 +63,9 @@ def fit_popularity(histories: Sequence[History], catalogue: Catalogue) -> Linear
                        catalogue.movie_ids)
 
 
-# EASE's peak: the float64 Gram matrix and its inverse, and B (float64, then its float32 copy), items x items each.
-EASE_BYTES_PER_CELL = 8 + 8 + 8 + 4
+# EASE's peak: the float64 Gram matrix and its inverse, and B (float32), items x items each.
+EASE_BYTES_PER_CELL = 8 + 8 + 4
+EASE_MIN_RATERS = 2
 
 
 def available_memory() -> int:
@@ -94,13 +95,20 @@ def fit_ease(histories: Sequence[History], n_items: int, l2: float, disliked_wei
         raise ValueError(f"EASE needs lambda > 0, got {l2}")
     graded = [h.graded(disliked_weight) for h in histories]
     x = interaction_matrix([items for items, _ in graded], n_items, weights=[weights for _, weights in graded])
+    # A movie with fewer than EASE_MIN_RATERS raters co-occurs with almost nothing: it is left out of the
+    # inversion and its rows and columns of B stay 0. On ml-latest-small that is a third of the catalogue, and
+    # the inversion's cost (items cubed) falls to about a quarter.
+    kept = np.flatnonzero(np.asarray((x != 0).sum(axis=0)).ravel() >= EASE_MIN_RATERS)
+    x = x[:, kept]
     gram = (x.T @ x).toarray().astype(np.float64)
-    diagonal = np.diag_indices(n_items)
+    diagonal = np.diag_indices(len(kept))
     gram[diagonal] += l2
     p = np.linalg.inv(gram)
-    b = p / -np.diag(p)
-    b[diagonal] = 0.0
-    return b.astype(np.float32)
+    p /= -np.diag(p)
+    p[diagonal] = 0.0
+    b = np.zeros((n_items, n_items), dtype=np.float32)
+    b[np.ix_(kept, kept)] = p
+    return b
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ class SASRec(PretrainedModel, nn.Module):
         pad = tokens == PAD
         h = self.items(tokens) + self.positions.weight[:length]
         h = self.dropout(h) * ~pad.unsqueeze(-1)
-        causal = nn.Transformer.generate_square_subsequent_mask(length, dtype=torch.bool)
+        causal = nn.Transformer.generate_square_subsequent_mask(length, device=tokens.device, dtype=torch.bool)
         h = self.encoder(h, mask=causal, src_key_padding_mask=pad, is_causal=True)
         return self.norm(h) @ self.items.weight[1:].T
 
@@ -79,8 +79,11 @@ class SASRec(PretrainedModel, nn.Module):
         was_training = self.training
         self.eval()
         try:
-            parts = [self(encode(sequences[start:start + batch_size], self.config.max_len))[:, -1].numpy()
-                     for start in range(0, len(sequences), batch_size)]
+            device = self.items.weight.device  # a model still on its training device validates there
+            parts = []
+            for start in range(0, len(sequences), batch_size):
+                tokens = encode(sequences[start:start + batch_size], self.config.max_len).to(device)
+                parts.append(self(tokens)[:, -1].cpu().numpy())
         finally:
             self.train(was_training)
         return np.concatenate(parts) if parts else np.zeros((0, self.config.n_items), dtype=np.float32)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ...progress import progress_bar
-from ...training import EarlyStopping, torch_threads
+from ...training import EarlyStopping, torch_threads, training_device
 from .interactions import History, ValidationSet, ndcg_at
 from .configuration import SASRecConfig
 from .sasrec import SASRec, encode
@@ -66,7 +66,8 @@ def train_sasrec(config: SASRecConfig, train: Sequence[History], valid: Validati
         inputs, targets = windows([h.select(config.interactions) for h in train], config.max_len)
         if not len(inputs):
             raise ValueError("no training sequence has two interactions: nothing to learn from")
-        model = SASRec(config)
+        device = training_device()
+        model = SASRec(config).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
         generator = torch.Generator().manual_seed(config.seed)
         valid_inputs = [h.select(config.interactions) for h in valid.histories]
@@ -78,7 +79,7 @@ def train_sasrec(config: SASRecConfig, train: Sequence[History], valid: Validati
                 model.train()
                 losses = []
                 for batch in torch.randperm(len(inputs), generator=generator).split(options.batch_size):
-                    loss = SASRec.loss(model(inputs[batch]), targets[batch])
+                    loss = SASRec.loss(model(inputs[batch].to(device)), targets[batch].to(device))
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
@@ -93,5 +94,5 @@ def train_sasrec(config: SASRecConfig, train: Sequence[History], valid: Validati
                 if stopping.update(score, epoch, lambda: copy.deepcopy(model.state_dict()), always=not len(valid)):
                     break
         model.load_state_dict(stopping.state)
-        model.eval()
+        model.cpu().eval()  # served on the CPU, as every retrieval model
     return TrainResult(model, stopping.best_step, stopping.best, history, time.perf_counter() - started)

@@ -21,10 +21,11 @@ from sparrow_llm.rankers.clickprompt.checkpoint import default_checkpoint, prepa
 from sparrow_llm.rankers.clickprompt.tuning import fusion_path, load_calibration, prepare
 from sparrow_llm.rankers.fusion import WEIGHTS
 from sparrow_llm.registry import make_base
-from sparrow_llm.rankers.clickprompt.experiments import run_eval, run_finetune, run_pretrain
+from sparrow_llm.rankers.clickprompt.experiments import load_training_data, run_eval, run_finetune, run_pretrain
 from sparrow_llm.rankers.clickprompt.ranker import BASE_WEIGHT, ORDER_WEIGHT, ClickPromptRanker, from_settings
 from sparrow_llm.rankers.fusion import fuse
-from sparrow_llm.rankers.clickprompt.train import TABLE_ROWS
+from sparrow_llm.rankers.clickprompt.model import ClickPrompt
+from sparrow_llm.rankers.clickprompt.train import TABLE_ROWS, evaluate, train_table
 from sparrow_llm.config import ConfigError, Settings
 from sparrow_llm.domain import UserContext
 from sparrow_llm.pipeline.rerank import run_rerank
@@ -248,6 +249,20 @@ def test_cli_paths_pretrain_finetune_eval(micro_settings, tmp_path):
     assert all(re.search(rf"^\| {re.escape(row)} +\|", table, re.M) for row in TABLE_ROWS) and " ± " in table
     results = pd.read_csv(tmp_path / "eval" / "results.csv")
     assert sorted(results["seed"].unique()) == [1, 2] and len(results) == 2 * len(TABLE_ROWS)
+    first = results[results["seed"] == 1].set_index("model")
+    assert list(first.index) == list(TABLE_ROWS) and list(first["fusion"]) == ["ctr", "plm", "prefix_add", "ctr"]
+    assert results[["auc", "logloss", "us_per_sample"]].notna().all().all() and (results["us_per_sample"] > 0).all()
+    params = first["params"]
+    assert params["CTR-only"] == params["ClickPrompt CTR-only after PA-MLM"] < params["PLM-only"] < params["ClickPrompt (PLM)"]
+    # The table's numbers are the checkpoints' own, on the whole test split.
+    row = first.loc["ClickPrompt (PLM)"]
+    model = ClickPrompt.from_pretrained(row["checkpoint"])
+    test = load_training_data(micro_settings, model.config).split.test
+    movies = pd.read_csv(micro_settings.host.data_webroot / MOVIES_CSV)
+    assert row["n"] == len(test)
+    assert row["auc"] == pytest.approx(evaluate(model, model.encode(test, movie_catalog(movies))).auc)
+    with pytest.raises(ValueError, match="unknown table rows"):
+        train_table(model.config, None, tmp_path / "x", rows=["XGBoost"])
     # MiniLM fine-tuned in the rows that read text: every parameter trains.
     text_rows = results[results["fusion"].isin(["plm", "prefix_add"])]
     assert (text_rows["trainable_params"] == text_rows["params"]).all()

@@ -10,9 +10,7 @@ from safetensors.torch import load_file
 
 from sparrow_llm.rankers.clickprompt.model import ClickPrompt
 from sparrow_llm.rankers.pretrained import WEIGHTS_FILE
-from sparrow_llm.catalog import movie_catalog
-from sparrow_llm.rankers.clickprompt.samples import build_samples, time_split
-from sparrow_llm.rankers.clickprompt.train import HISTORY_FILE, TABLE_ROWS, TrainOptions, evaluate, finetune, run_experiment
+from sparrow_llm.rankers.clickprompt.train import HISTORY_FILE, TrainOptions, evaluate, finetune
 
 
 def _probs(model, data):
@@ -97,21 +95,3 @@ def test_eval_every_validates_inside_epochs_and_keeps_the_best_step(tiny_config,
     assert saved["steps_per_epoch"] == 5 and saved["best"] == run.best
     with pytest.raises(ValueError, match="eval_every"):
         TrainOptions(eval_every=0)
-
-
-def test_run_experiment_builds_the_table(tiny_ratings, movies, tiny_config, tiny_options, tmp_path):
-    table = run_experiment(tiny_ratings, movies, tmp_path, tiny_config, tiny_options).set_index("model")
-    assert list(table.index) == list(TABLE_ROWS)
-    assert list(table["fusion"]) == ["ctr", "plm", "prefix_add", "ctr"]
-    assert table[["auc", "logloss", "us_per_sample"]].notna().all().all() and (table["us_per_sample"] > 0).all()
-    params = table["params"]
-    assert params["CTR-only"] == params["ClickPrompt CTR-only after PA-MLM"] < params["PLM-only"] < params["ClickPrompt (PLM)"]
-    assert (tmp_path / "pretrain" / WEIGHTS_FILE).exists()
-    # The table's numbers are the checkpoints' own.
-    row = table.loc["ClickPrompt (PLM)"]
-    model = ClickPrompt.from_pretrained(row["checkpoint"])
-    samples = time_split(build_samples(tiny_ratings, movies)).test
-    assert row["n"] == len(samples)
-    assert row["auc"] == pytest.approx(evaluate(model, model.encode(samples, movie_catalog(movies))).auc)
-    with pytest.raises(ValueError, match="unknown table rows"):
-        run_experiment(tiny_ratings, movies, tmp_path, tiny_config, tiny_options, rows=["XGBoost"])

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from sparrow_llm.rankers.llm.base import make_backend
@@ -40,6 +41,9 @@ def test_a_few_lora_steps_are_kept_by_the_datas_content(trained, tiny_folder):
     assert (info["steps"], info["stopped"], [h["step"] for h in info["history"]]) == (3, "max_steps", [2, 3])
     assert info["best_step"] in (2, 3) and info["train_samples"] > 20 and 0 < info["valid_samples"] <= 8
     assert 1 <= info["check_samples"] <= 4 and 0 < info["peak_rss_gib"] < 6
+    # The same command trains on a CUDA device when torch sees one (run by `device` on a lent GPU), else the CPU.
+    assert info["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert info["epochs"] == 3 * 2 / info["train_samples"] and info["steps_per_s"] > 0
     llm = make_backend(settings.llm)
     key = _base_key(settings)
     directory = checkpoint_dir(settings, llm, Prompts.from_settings(settings.llm), key)

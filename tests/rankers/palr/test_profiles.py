@@ -277,21 +277,21 @@ def test_a_failing_user_is_counted_not_fatal(fake_glm, spark, ratings, tmp_path)
 @pytest.mark.parametrize("model", ["llm", "recent"])
 def test_rerank_spark_writes_what_run_rerank_writes(host, spark, model, tmp_path):
     with BridgeClient(host.settings.bridge) as client:
-        users = client.user_ids()[:10] + [999_999]  # and one the host does not know
+        users = client.user_ids()[:4] + [999_999]  # and one the host does not know
         # Short prompts: fewer movie texts for the local backend's MiniLM to embed in each of three processes.
         # A configured fusion weight: the LLM takes part in every user's order (an uncalibrated one would not).
         settings = host.settings.replace(store={"dir": tmp_path / "a"},
                                          llm={"rank_k": 12, "rank_top_n": 6, "history_items": 12, "fusion_weight": 1.0})
         (tmp_path / "a").mkdir()
         if model == "llm":  # stored profiles: the ranker then asks the backend only to rank
-            assert run_profiles(settings, users=users, spark=spark, progress=False).written == 10
+            assert run_profiles(settings, users=users, spark=spark, progress=False).written == 4
         shutil.copytree(tmp_path / "a", tmp_path / "b", dirs_exist_ok=True)
         local = run_rerank(settings, model, users=users, client=client, store=FileStore(tmp_path / "a"),
                            progress=False)
         spark_run = run_rerank_spark(settings, model, users=users, client=client, store=FileStore(tmp_path / "b"),
                                      spark=spark, partitions=2, progress=False)
     assert (spark_run.users, spark_run.written, spark_run.skipped, spark_run.failed) == (
-        local.users, local.written, local.skipped, local.failed) == (11, 10, 1, 0)
+        local.users, local.written, local.skipped, local.failed) == (5, 4, 1, 0)
     timing = ("llm_ms",)  # wall time of the calls: measured, not the same twice
     assert {k: v for k, v in spark_run.counters.items() if k not in timing} == {
         k: v for k, v in local.counters.items() if k not in timing}

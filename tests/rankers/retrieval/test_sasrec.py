@@ -34,6 +34,7 @@ def test_it_learns_that_each_item_follows_the_previous_one():
     result = train_sasrec(config, train, valid, TrainOptions(epochs=40, batch_size=8, lr=1e-2, eval_every=5,
                                                              patience=8, progress=False))
     assert result.valid_ndcg10 == 1.0
+    assert result.model.items.weight.device.type == "cpu"  # trained on CUDA when there is one, served on the CPU
     scores = result.model.predict([np.array([3, 4]), np.array([5])])
     assert scores.argmax(axis=1).tolist() == [5, 0]
 
