@@ -23,7 +23,7 @@ def rerank(args, settings: Settings) -> int:
         from ..pipeline.rerank_spark import run_rerank_spark
 
         summary = run_rerank_spark(settings, args.model, users=args.users, sample=args.sample, master=args.master,
-                                   partitions=args.partitions, progress=not args.no_progress)
+                                   partitions=args.partitions, progress=not args.no_progress, profiles=True)
     else:
         from ..pipeline.rerank import run_rerank
 

@@ -17,7 +17,7 @@ from ..registry import make_ranker, prepare_profiles
 from ..schema import PARSE_FALLBACK, SOURCE_CATALOGUE
 from ..store import Store, StoreError, open_default_store
 
-__all__ = ["RerankSummary", "run_rerank", "rank_contexts"]
+__all__ = ["RerankSummary", "run_rerank", "rank_contexts", "profile_users"]
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,8 @@ def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = 
             client = stack.enter_context(bridge_client(settings, client))
             batches = user_batches(client, settings, users, sample)
             chosen = [u for b in batches for u in b]
-            if profiles and chosen:
-                profiled = time.perf_counter()
-                summary.profiles = prepare_profiles(model, settings, chosen, progress=progress) or ""
-                started += time.perf_counter() - profiled
+            if profiles:
+                started += profile_users(settings, model, chosen, summary, progress)
             catalogue = (loaded_catalogue(client, settings, ranker.needs_emb)
                          if ranker.candidate_source == SOURCE_CATALOGUE else None)
             bar = stack.enter_context(progress_bar(total=len(chosen), desc=f"rerank {ranker.name}",
@@ -122,6 +120,17 @@ def run_rerank(settings: Settings, model: str, *, users: Sequence[int] | None = 
         finally:
             summary.wall_s = time.perf_counter() - started
     return summary
+
+
+def profile_users(settings: Settings, model: str, users: Sequence[int], summary: RerankSummary,
+                  progress: bool) -> float:
+    """The model's profile step (`registry.prepare_profiles`) over `users`, its line kept in `summary`; the seconds
+    it took (none when no user is chosen: an empty list would mean every user)."""
+    if not users:
+        return 0.0
+    started = time.perf_counter()
+    summary.profiles = prepare_profiles(model, settings, list(users), progress=progress) or ""
+    return time.perf_counter() - started
 
 
 def rank_contexts(ranker: Ranker, contexts: list[UserContext], store: Store, summary: RerankSummary, *,

@@ -35,7 +35,7 @@ from ..registry import make_ranker
 from ..schema import SOURCE_CATALOGUE
 from ..spark import session
 from ..store import Store, open_default_store
-from .rerank import RerankSummary, rank_contexts
+from .rerank import RerankSummary, profile_users, rank_contexts
 
 __all__ = ["run_rerank_spark", "WAVE_USERS"]
 
@@ -67,8 +67,10 @@ def _rerank_partition(settings: Settings, model: str, store: Store | None, movie
 def run_rerank_spark(settings: Settings, model: str, *, users: Sequence[int] | None = None,
                      sample: int | None = None, master: str = "local[*]", partitions: int | None = None,
                      client: BridgeClient | None = None, store: Store | None = None,
-                     spark: SparkSession | None = None, progress: bool = True) -> RerankSummary:
-    """`rerank.run_rerank` with the ranking in Spark executors: same users, same records, same summary counters.
+                     spark: SparkSession | None = None, progress: bool = True,
+                     profiles: bool = False) -> RerankSummary:
+    """`rerank.run_rerank` with the ranking in Spark executors: same users, same records, same summary counters,
+    the same profile step first with `profiles` (on this machine, `local[1]`).
 
     `store` (default: the configured one) gives the driver the stored profiles and, sent to the executors,
     takes the records and the LLM cache; it must pickle (a FileStore does). With None each partition opens
@@ -92,6 +94,8 @@ def run_rerank_spark(settings: Settings, model: str, *, users: Sequence[int] | N
     try:
         with bridge_client(settings, client) as client, ExitStack() as stack:
             batches = user_batches(client, settings, users, sample)
+            if profiles:
+                started += profile_users(settings, model, [u for b in batches for u in b], summary, progress)
             per_wave = max(1, WAVE_USERS // max(1, settings.bridge.batch_users))
             waves = [batches[i:i + per_wave] for i in range(0, len(batches), per_wave)]
             catalogue = (loaded_catalogue(client, settings, ranker.needs_emb)
