@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from typing import Callable
+from typing import Callable, Sequence
 
 from .bridge.client import BridgeClient
 from .bridge.host import HostProcess, http_get
@@ -18,7 +18,7 @@ from .config import HostSettings, Settings
 from .domain import served_order
 from .pipeline.rerank import run_rerank
 from .registry import base_of, prepare_model
-from .schema import DEMO_MODEL, HOST_CANDIDATES
+from .schema import DEMO_MODEL, DEMO_USERS, HOST_CANDIDATES
 from .store import Store, open_default_store
 
 __all__ = ["run_demo", "check_stage", "StageCheck", "PAGE_SIZE"]
@@ -61,8 +61,17 @@ def check_stage(base_url: str, model: str, user_id: int, store: Store, fallback_
                             f"({source}): {len(got)} movies in the plugin's order, host JSON fields kept")
 
 
+def demo_users(all_ids: Sequence[int], user_id: int, users: Sequence[int] | None, all_users: bool) -> list[int] | None:
+    """The users the demo ranks: `users`, every user (None), or the first DEMO_USERS ids and the one shown."""
+    if all_users:
+        return None
+    chosen = list(users) if users else sorted(all_ids)[:DEMO_USERS]
+    return chosen if user_id in chosen else [*chosen, user_id]
+
+
 def run_demo(settings: Settings, model: str = DEMO_MODEL, *, check: bool = False, user_id: int = 1,
-             progress: bool = True, echo: Callable[[str], None]) -> int:
+             users: Sequence[int] | None = None, all_users: bool = False, progress: bool = True,
+             echo: Callable[[str], None]) -> int:
     started = time.perf_counter()
     with HostProcess(settings) as host:
         echo(f"host ({host.runtime.kind}) at {host.base_url}, log {host.log_path} "
@@ -74,7 +83,9 @@ def run_demo(settings: Settings, model: str = DEMO_MODEL, *, check: bool = False
                 prepared = prepare_model(name, settings, progress=progress)
                 if prepared:
                     echo(f"{prepared} (preparation of {name}: {time.perf_counter() - phase:.0f} s)")
-            summary = run_rerank(settings, model, client=client, store=store, progress=progress, profiles=True)
+            chosen = demo_users(client.user_ids(), user_id, users, all_users)
+            summary = run_rerank(settings, model, users=chosen, client=client, store=store, progress=progress,
+                                 profiles=True)
             if summary.profiles:
                 echo(summary.profiles)
             echo(summary.line())

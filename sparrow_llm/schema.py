@@ -11,7 +11,7 @@ __all__ = [
     "RATINGS_CSV", "MOVIES_CSV", "LINKS_CSV", "ITEM_EMB_CSV", "USER_EMB_CSV",
     "COL_USER", "COL_MOVIE", "COL_RATING", "COL_TIMESTAMP", "COL_TITLE", "COL_GENRES", "COL_RELEASE_YEAR", "NO_GENRES",
     "LIKED_RATING", "PARSE_OK", "PARSE_REPAIRED", "PARSE_FALLBACK", "LEGACY_STORE_SUBDIR", "FILE_RECORDS", "FILE_PROFILES", "FILE_CACHE",
-    "REDIS_RECORD", "REDIS_MODELS", "REDIS_PROFILE", "REDIS_CACHE", "MODEL_NAME_RE", "HOST_CANDIDATES", "DEMO_MODEL",
+    "REDIS_RECORD", "REDIS_MODELS", "REDIS_PROFILE", "REDIS_CACHE", "MODEL_NAME_RE", "HOST_CANDIDATES", "DEMO_MODEL", "DEMO_USERS",
     "SOURCE_HOST", "SOURCE_CATALOGUE",
 ]
 
@@ -64,6 +64,7 @@ MODEL_NAME_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 # The stage serves a record's movies, then the rest of this many in the host's order.
 HOST_CANDIDATES = 800
 DEMO_MODEL = "llm"  # what `sparrow-llm demo` (and `make demo`) runs: PALR on the local model
+DEMO_USERS = 50  # users the demo profiles and ranks unless told (the others see the host's order)
 
 # What a ranker ranks (`Ranker.candidate_source`): the host's candidates (its recall for the user), or every
 # movie of the catalogue the host loads (the retrieval rankers, and so every reranker composed over one).

@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 from sparrow_llm.cli import main
-from sparrow_llm.demo import run_demo
+from sparrow_llm.demo import demo_users, run_demo
 from sparrow_llm.store import open_default_store
 
 from .conftest import host_settings
@@ -66,3 +66,11 @@ def test_demo_check_passes_for_the_llm_model_offline(built_bridge, tmp_path):
     assert profiled and " 0 written" in profiled[-1] and " 0 LLM calls" in profiled[-1], lines
     assert open_default_store(settings).get_profile(1) is not None
     assert lines[-1].startswith("PASS: /getrecforyou?id=1&size=32&model=llm")
+
+
+def test_the_demo_ranks_the_first_users_and_the_one_shown_unless_told():
+    ids = list(range(200, 0, -1))
+    assert demo_users(ids, 1, None, False) == list(range(1, 51))
+    assert demo_users(ids, 120, None, False) == [*range(1, 51), 120]
+    assert demo_users(ids, 7, [7, 9], False) == [7, 9] and demo_users(ids, 7, [9], False) == [9, 7]
+    assert demo_users(ids, 1, None, True) is None  # every user

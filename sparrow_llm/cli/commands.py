@@ -14,8 +14,8 @@ from ..config import ConfigError, Settings
 def demo(args, settings: Settings) -> int:
     from ..demo import run_demo
 
-    return run_demo(settings, args.model, check=args.check, user_id=args.user, progress=not args.no_progress,
-                    echo=print)
+    return run_demo(settings, args.model, check=args.check, user_id=args.user, users=args.users,
+                    all_users=args.all_users, progress=not args.no_progress, echo=print)
 
 
 def rerank(args, settings: Settings) -> int:

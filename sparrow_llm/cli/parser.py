@@ -80,12 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "SparrowRecsys deploy.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="start the host with the bridge, rank every user, serve the lists")
+    p = sub.add_parser("demo", help="start the host with the bridge, rank users, serve the lists")
     p.add_argument("--model", default=schema.DEMO_MODEL,
                    help=f"plugin model to run (default: {schema.DEMO_MODEL}, PALR on the local model)")
     p.add_argument("--check", action="store_true", help="verify the served order over HTTP, then exit")
     p.add_argument("--user", type=int, default=1, help="user shown or checked (default: 1)")
     p.add_argument("--port", type=int, help="host HTTP port (default: $PORT or 6010)")
+    p.add_argument("--users", type=_int_list,
+                   help=f"comma-separated user ids to rank (default: the first {schema.DEMO_USERS} and --user)")
+    p.add_argument("--all-users", action="store_true", help="rank every user (PALR profiles each one first)")
     _common(p)
     p.set_defaults(run=commands.demo)
 
