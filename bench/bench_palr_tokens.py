@@ -5,9 +5,10 @@ most-rated movies they have not rated, top_n = 20. Every count is SmolLM2-135M-I
 backend's model; the chat template included, as the model reads it):
   * input: the compact rank prompt (the current template) vs the naive PALR prompt (full rows, ids and
     titles, a free-text answer); target <= 0.5;
-  * output: answers the local model really generates for each (greedy, batched, the rank prompt's cap of
-    tokens for both), their completion tokens and how they parse (`parse_ranking`: ok / repaired /
-    fallback); target <= 0.3;
+  * output: answers the local model really generates for each (greedy, batched), their completion tokens and
+    how they parse (`parse_ranking`: ok / repaired / fallback); target <= 0.3 and parse ok >= 90%. The compact
+    answer stops at its end (`]`) under the cap its format sizes; the naive one, which has no end to stop at,
+    gets the budget of a title and a reason per pick (`NAIVE_TOKENS_PER_PICK`);
   * the choose prompt the local model ranks with (20 lettered candidates, 10 liked movies): input tokens,
     and no output at all (one forward pass reads the letters' logits).
 
@@ -37,7 +38,8 @@ from sparrow_llm.rankers.palr.prompts import Prompts, Rated, naive_rank_prompt
 from sparrow_llm.schema import COL_GENRES, COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_TITLE, COL_USER, MOVIES_CSV, RATINGS_CSV
 
 HISTORY, CANDIDATES, TOP_N, CHOICE_K = 50, 50, 20, 20
-INPUT_TARGET, OUTPUT_TARGET = 0.5, 0.3
+INPUT_TARGET, OUTPUT_TARGET, PARSE_OK_TARGET = 0.5, 0.3, 0.9
+NAIVE_TOKENS_PER_PICK = 18  # a title and a four-word reason: the compact answer's budget before it had an end
 _TITLE_WITH_YEAR = re.compile(r"(.*)\((\d{4})\)\s*")  # the host's DataManager.TITLE_WITH_YEAR
 _NO_GENRES = "(no genres listed)"
 
@@ -91,11 +93,13 @@ def _line(name: str, compact: list[int], naive: list[int], target: float | None)
             f"{ratio:.3f}, of means {statistics.fmean(compact) / statistics.fmean(naive):.3f}{verdict}")
 
 
-def _parses(answers, labels) -> str:
+def _parses(answers, labels, target: float | None = None) -> str:
     counts = Counter(parse_ranking(a.text, l).status for a, l in zip(answers, labels))
     picks = [len(parse_ranking(a.text, l).indexes) for a, l in zip(answers, labels)]
+    share = counts.get(PARSE_OK, 0) / len(answers)
+    verdict = "" if target is None else f"  {'PASS' if share >= target else 'FAIL'} (target ok >= {target:.0%})"
     return (", ".join(f"{k} {counts.get(k, 0)}" for k in (PARSE_OK, PARSE_REPAIRED, PARSE_FALLBACK))
-            + f"; picks per answer: mean {statistics.fmean(picks):.1f}")
+            + f" (ok {share:.0%}); picks per answer: mean {statistics.fmean(picks):.1f}{verdict}")
 
 
 def main() -> None:
@@ -125,7 +129,8 @@ def main() -> None:
         candidates = [fixture.movies[m] for m in most_rated if m not in seen][:CANDIDATES]
         request = prompts.rank_request(history, candidates, "-", TOP_N)
         compact.append(request)
-        naive.append(dataclasses.replace(request, messages=tuple(naive_rank_prompt(history, candidates, "-", TOP_N))))
+        naive.append(dataclasses.replace(request, messages=tuple(naive_rank_prompt(history, candidates, "-", TOP_N)),
+                                         max_tokens=TOP_N * NAIVE_TOKENS_PER_PICK + 16, stop=""))
         choose.append(prompts.choose_request(history, candidates[:CHOICE_K]))
         labels.append(request.labels)
     generated = time.perf_counter()
@@ -137,12 +142,13 @@ def main() -> None:
     print(f"PALR tokens, template {prompts.version}: {len(users)} users (seed {args.seed}, >= {HISTORY} ratings), last "
           f"{HISTORY} ratings, the {CANDIDATES} most-rated unrated movies as candidates, top_n={TOP_N}")
     print(f"tokenizer and answers: {llm.model} (the local backend; chat template included), greedy, at most "
-          f"{compact[0].max_tokens} new tokens per answer; {generated:.0f} s to generate {2 * len(users)} answers")
+          f"{compact[0].max_tokens} (compact, stopping at its end) and {naive[0].max_tokens} (naive) new tokens per "
+          f"answer; {generated:.0f} s to generate {2 * len(users)} answers")
     print(_line("input (prompt)", [tokens(r.messages) for r in compact], [tokens(r.messages) for r in naive],
                 INPUT_TARGET))
     print(_line("output (answer)", [a.completion_tokens for a in compact_out], [a.completion_tokens for a in naive_out],
                 OUTPUT_TARGET))
-    print(f"parse, compact answers: {_parses(compact_out, labels)}")
+    print(f"parse, compact answers: {_parses(compact_out, labels, PARSE_OK_TARGET)}")
     print(f"parse, naive answers:   {_parses(naive_out, labels)}")
     print(f"choose prompt (the local model's ranking, {CHOICE_K} candidates): input median "
           f"{statistics.median(tokens(r.messages) for r in choose):.0f} tokens, output 0 (one forward pass)")
