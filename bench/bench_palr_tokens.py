@@ -12,7 +12,14 @@ backend's model; the chat template included, as the model reads it):
   * the choose prompt the local model ranks with (20 lettered candidates, 10 liked movies): input tokens,
     and no output at all (one forward pass reads the letters' logits).
 
+The reasons the local model writes (`--reasons N`: only this): N seeded users (>= 20 ratings), each ranked by
+PALR at fusion weight 0 (the base's order: the 20 most-rated movies they have not rated) with the local model's
+reasons for the top 10, in one generation per user (batched across users as in serving): seconds per user,
+the share of the top 10s' reasons the model wrote, the reasons the check replaced, the share of reasons that
+repeat another of the same list, and every reason checked again (0 false).
+
     python bench/bench_palr_tokens.py [--users 8] [--seed 7]
+    python bench/bench_palr_tokens.py --reasons 20
 """
 from __future__ import annotations
 
@@ -30,11 +37,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sparrow_llm.domain import MovieMeta, UserRating
+from sparrow_llm.domain import MovieMeta, UserContext, UserRating
 from sparrow_llm.config import Settings
 from sparrow_llm.rankers.llm.local_lm import LocalLMBackend
 from sparrow_llm.rankers.palr.parsing import PARSE_FALLBACK, PARSE_OK, PARSE_REPAIRED, parse_ranking
 from sparrow_llm.rankers.palr.prompts import Prompts, Rated, naive_rank_prompt
+from sparrow_llm.rankers.palr.ranker import DEFAULT_REASONS, PalrRanker
+from sparrow_llm.rankers.palr.reasons import ReasonChecker
 from sparrow_llm.schema import COL_GENRES, COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_TITLE, COL_USER, MOVIES_CSV, RATINGS_CSV
 
 HISTORY, CANDIDATES, TOP_N, CHOICE_K = 50, 50, 20, 20
@@ -102,10 +111,40 @@ def _parses(answers, labels, target: float | None = None) -> str:
             + f" (ok {share:.0%}); picks per answer: mean {statistics.fmean(picks):.1f}{verdict}")
 
 
+def bench_reasons(fixture: Fixture, llm: LocalLMBackend, prompts: Prompts, most_rated: list[int], n: int,
+                  seed: int) -> None:
+    contexts = []
+    for user_id in sample_users(fixture, n, seed, min_ratings=20):
+        rated = user_ratings(fixture, user_id)
+        seen = {r.movie_id for r in rated}
+        contexts.append(UserContext(user_id, rated, tuple(m for m in most_rated if m not in seen)[:20], fixture.movies))
+    ranker = PalrRanker(llm, prompts, None, weight=0.0)
+    llm.loaded()
+    started = time.perf_counter()
+    rankings = ranker.rank_many(contexts)
+    elapsed = time.perf_counter() - started
+    shown = written = replaced = repeated = false = 0
+    for ctx, ranking in zip(contexts, rankings):
+        top = [i.reason for i in ranking.items[:DEFAULT_REASONS]]
+        checker = ReasonChecker([Rated(fixture.movies[r.movie_id], r.rating) for r in ctx.ratings], fixture.movies)
+        false += sum(not checker.true(i.reason, fixture.movies[i.movie_id]) for i in ranking.items[:DEFAULT_REASONS])
+        shown, repeated = shown + len(top), repeated + sum(top.count(r) > 1 for r in top)
+        written, replaced = written + ranking.meta["reasons_model"], replaced + ranking.meta["reasons_replaced"]
+    tokens = sum(r.meta["completion_tokens"] for r in rankings)
+    print(f"reasons of {llm.model}: {len(contexts)} users (seed {seed}), top {DEFAULT_REASONS} each, one generation "
+          f"per user batched {llm.settings.local_batch} users at a time: {elapsed / len(contexts):.2f} s per user "
+          f"({elapsed:.0f} s), {tokens / len(contexts):.0f} completion tokens per user")
+    print(f"  written by the model {written / shown:.0%} ({written} of {shown}); replaced as false {replaced}; "
+          f"repeating another of the list {repeated / shown:.0%}; false after the check {false}")
+    for ctx, ranking in list(zip(contexts, rankings))[:2]:
+        print(f"  user {ctx.user_id}: " + " | ".join(i.reason for i in ranking.items[:DEFAULT_REASONS]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=8)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--reasons", type=int, default=0, help="measure the reasons of this many users instead")
     args = ap.parse_args()
     started = time.perf_counter()
     settings = Settings.from_env()
@@ -115,6 +154,9 @@ def main() -> None:
     prompts = Prompts.from_settings(dataclasses.replace(settings.llm, history_items=HISTORY))
     popularity = Counter(fixture.ratings[COL_MOVIE].to_list())
     most_rated = [m for m, _ in sorted(popularity.items(), key=lambda kv: (-kv[1], kv[0])) if m in fixture.movies]
+    if args.reasons:
+        bench_reasons(fixture, llm, prompts, most_rated, args.reasons, args.seed)
+        return
 
     def tokens(messages) -> int:
         return len(tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
