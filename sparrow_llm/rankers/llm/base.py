@@ -41,6 +41,9 @@ class PromptRequest:
     top_n: int = 0
     options: tuple[str, ...] = ()  # "choose": the one-token label shown before each candidate ("A", "B", ...)
     stop: str = ""  # a regular expression: the answer ends with its first match ("": at the model's end or cap)
+    # The answer's first characters, written for the model (`["` of a JSON list of strings): a local model goes on
+    # from them and its answer starts with them; a chat API is asked without them.
+    prefill: str = ""
 
     @property
     def text(self) -> str:

@@ -172,9 +172,10 @@ def _load(source: Path, models_dir: Path, adapter: Path | None, threads: int | N
 
 
 def chat_texts(tokenizer, requests: Sequence[PromptRequest]) -> list[str]:
-    """Each request's messages through the model's chat template, ready for the answer's first token."""
+    """Each request's messages through the model's chat template, ready for the answer's first token after its
+    `prefill`."""
     return [tokenizer.apply_chat_template([dict(m) for m in r.messages], add_generation_prompt=True, tokenize=False)
-            for r in requests]
+            + r.prefill for r in requests]
 
 
 def option_token_ids(tokenizer, options: Sequence[str]) -> list[int]:
@@ -210,17 +211,19 @@ class AnswerEnd:
     """A transformers stopping criterion: per row, whether the row's new tokens hold its answer's end (each row
     has its own `stop`, so requests of different steps share a batch)."""
 
-    def __init__(self, tokenizer, stops: Sequence[str], width: int):
+    def __init__(self, tokenizer, stops: Sequence[str], prefills: Sequence[str], width: int):
         self._tokenizer, self._stops, self._width = tokenizer, [re.compile(s) if s else None for s in stops], width
+        self._prefills = prefills
         self._done = [False] * len(stops)  # a row without `stop` runs to the model's end or its cap
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
         rows = input_ids[:, self._width:].tolist()
-        for i, (stop, tokens) in enumerate(zip(self._stops, rows)):
+        for i, (stop, prefill, tokens) in enumerate(zip(self._stops, self._prefills, rows)):
             if stop is not None and not self._done[i]:
-                self._done[i] = stop.search(self._tokenizer.decode(tokens, skip_special_tokens=True)) is not None
+                text = prefill + self._tokenizer.decode(tokens, skip_special_tokens=True)
+                self._done[i] = stop.search(text) is not None
         return torch.tensor(self._done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -327,25 +330,26 @@ class LocalLMBackend(ChatBackend, LabelScorer):
         encoded = _encode(lm.tokenizer, chat_texts(lm.tokenizer, requests))
         limits = [self._max_tokens(r) for r in requests]
         width = encoded["input_ids"].shape[1]
-        ends = AnswerEnd(lm.tokenizer, [r.stop for r in requests], width)
+        ends = AnswerEnd(lm.tokenizer, [r.stop for r in requests], [r.prefill for r in requests], width)
         with lm.lock, torch.inference_mode():
             out = lm.model.generate(**encoded, max_new_tokens=max(limits), do_sample=False, top_p=None,
                                     top_k=None, temperature=None, pad_token_id=lm.tokenizer.pad_token_id,
                                     stopping_criteria=[ends])
         latency = (time.perf_counter() - started) / len(requests)  # each request's share of the batch
         prompt_tokens = encoded["attention_mask"].sum(dim=1).tolist()
-        return [self._completion(lm.tokenizer, row, limit, request.stop, int(used), latency)
+        return [self._completion(lm.tokenizer, row, limit, request, int(used), latency)
                 for row, limit, request, used in zip(out[:, width:].tolist(), limits, requests, prompt_tokens)]
 
-    def _completion(self, tokenizer, row: list[int], limit: int, stop: str, prompt_tokens: int,
+    def _completion(self, tokenizer, row: list[int], limit: int, request: PromptRequest, prompt_tokens: int,
                     latency: float) -> Completion:
-        """One row's answer: its tokens up to the model's end, the answer's end (`stop`) or its own cap."""
+        """One row's answer: its prefill, then its tokens up to the model's end, the answer's end (`stop`) or its
+        own cap."""
         tokens = row[:limit]
         for end in (tokenizer.eos_token_id, tokenizer.pad_token_id):  # the rest of the row is padding
             if end in tokens:
                 tokens = tokens[:tokens.index(end)]
-        text = tokenizer.decode(tokens, skip_special_tokens=True)
-        cut = answer_end(text, stop)
+        text = request.prefill + tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = answer_end(text, request.stop)
         if cut is not None:  # the last token may run past the end ("]," for "]"): the text ends at the end
             text = text[:cut]
         self.counters.add(calls=1, prompt_tokens=prompt_tokens, completion_tokens=len(tokens))

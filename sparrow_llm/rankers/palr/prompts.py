@@ -32,7 +32,7 @@ from ..llm.base import PromptRequest
 
 __all__ = [
     "Rated", "PromptRequest", "Prompts", "naive_rank_prompt", "movie_label", "movie_text", "PROMPT_VERSION",
-    "OPTION_LABELS", "CHOICE_HISTORY", "liked_history",
+    "OPTION_LABELS", "CHOICE_HISTORY", "liked_history", "reasons_end",
 ]
 
 PROMPT_VERSION = "v2"
@@ -46,7 +46,7 @@ _FORMAT_TOKENS = 4  # the brackets, and a space or newline a model adds
 # Where each answer ends: the profile's last keyword line, the rank answer's list, the reasons' list of strings.
 PROFILE_END = r"Loved:[^\n]*\S[^\n]*\n"
 RANK_END = r"\]"
-REASONS_END = r"\"\s*\]"
+REASONS_END = r"\"\s*\]"  # or the n-th string's closing quote: `reasons_end(n)`
 # The placeholders each template may use.
 _FIELDS = {"profile": ("history",), "rank": ("profile", "history", "candidates", "top_n"),
            "choose": ("profile", "history", "candidates"), "reasons": ("profile", "history", "candidates")}
@@ -72,6 +72,11 @@ def _by_rating(rows: Sequence[Rated], text: Callable[[MovieMeta], str]) -> str:
     for row in rows:
         levels.setdefault(row.rating, []).append(text(row.movie))
     return "\n".join(f"{rating:g}: {'; '.join(titles)}" for rating, titles in sorted(levels.items(), reverse=True))
+
+
+def reasons_end(n: int) -> str:
+    """The reasons answer's end: its list closed, or its `n`-th string (a small model writes more than asked)."""
+    return f'{REASONS_END}|^\\["[^"]*"(?:[^"]*"[^"]*"){{{max(n - 1, 0)}}}'
 
 
 class Prompts:
@@ -120,7 +125,7 @@ class Prompts:
         recent = self._recent(history)
         text = self._profile.substitute(history=_by_rating(recent, _compact_text))
         return PromptRequest("profile", self.version, ({"role": "user", "content": text},),
-                             _PROFILE_MAX_TOKENS, recent, stop=PROFILE_END)
+                             _PROFILE_MAX_TOKENS, recent, stop=PROFILE_END, prefill="Likes:")
 
     def rank_request(self, history: Sequence[Rated], candidates: Sequence[MovieMeta], profile: str,
                      top_n: int) -> PromptRequest:
@@ -134,7 +139,7 @@ class Prompts:
         )
         return PromptRequest("rank", self.version, ({"role": "user", "content": text},),
                              top_n * _TOKENS_PER_INDEX + _FORMAT_TOKENS, recent, tuple(candidates), profile, top_n,
-                             stop=RANK_END)
+                             stop=RANK_END, prefill="[")
 
     def reasons_request(self, history: Sequence[Rated], movies: Sequence[MovieMeta],
                         profile: str = "") -> PromptRequest:
@@ -147,7 +152,7 @@ class Prompts:
         )
         return PromptRequest("reasons", self.version, ({"role": "user", "content": text},),
                              len(movies) * _TOKENS_PER_REASON + _FORMAT_TOKENS, liked, tuple(movies), profile,
-                             len(movies), stop=REASONS_END)
+                             len(movies), stop=reasons_end(len(movies)), prefill='["')
 
     def choose_request(self, history: Sequence[Rated], candidates: Sequence[MovieMeta],
                        profile: str = "") -> PromptRequest:

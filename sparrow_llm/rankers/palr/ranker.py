@@ -68,8 +68,9 @@ def _version(prompts: Prompts) -> str:
 
 def cache_key(llm: Backend, request: PromptRequest) -> str:
     """Content address of one answer: who answers (backend, model, the model files' content), which template,
-    what prompt."""
-    parts = (llm.name, llm.model, llm.weights_key, f"{request.step}.{request.version}", request.text)
+    what prompt (and the answer's start given to the model)."""
+    parts = (llm.name, llm.model, llm.weights_key, f"{request.step}.{request.version}", request.text,
+             *((request.prefill,) if request.prefill else ()))
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 

@@ -6,7 +6,7 @@ import pytest
 from sparrow_llm.domain import MovieMeta
 from sparrow_llm.config import ConfigError, LLMSettings
 from sparrow_llm.rankers.palr.parsing import PARSE_FALLBACK, PARSE_OK, PARSE_REPAIRED, parse_ranking, parse_reasons
-from sparrow_llm.rankers.palr.prompts import (PROFILE_END, PROMPT_VERSION, RANK_END, REASONS_END, Prompts, Rated,
+from sparrow_llm.rankers.palr.prompts import (PROFILE_END, PROMPT_VERSION, RANK_END, REASONS_END, Prompts, Rated, reasons_end,
                                              movie_label, naive_rank_prompt)
 from sparrow_llm.schema import (COL_GENRES, COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_TITLE, COL_USER, MOVIES_CSV,
                                 RATINGS_CSV)
@@ -222,7 +222,7 @@ def test_reasons_prompt_shows_liked_history_and_the_served_top(prompts):
     assert request.step == "reasons" and request.top_n == 2 and request.candidates == tuple(top)
     assert "Heat|Action Crime Thriller\nToy Story|" in text and "Shining" not in text  # liked rows only
     assert text.index("Finding Nemo|") < text.index("Godfather|") and "Loves crime." in text
-    assert '["reason",...]' in text and request.stop == REASONS_END
+    assert '["reason",...]' in text and request.stop == reasons_end(2) and request.prefill == '["'
     assert 2 * 8 <= request.max_tokens <= 2 * 12 + 4  # about ten tokens a reason
 
 
