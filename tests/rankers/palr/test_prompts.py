@@ -6,8 +6,8 @@ import pytest
 from sparrow_llm.domain import MovieMeta
 from sparrow_llm.config import ConfigError, LLMSettings
 from sparrow_llm.rankers.palr.parsing import PARSE_FALLBACK, PARSE_OK, PARSE_REPAIRED, parse_ranking, parse_reasons
-from sparrow_llm.rankers.palr.prompts import (PROFILE_END, PROMPT_VERSION, RANK_END, REASONS_END, Prompts, Rated, reasons_end,
-                                             movie_label, naive_rank_prompt)
+from sparrow_llm.rankers.palr.prompts import (PROFILE_END, PROMPT_VERSION, RANK_END, REASONS_END, Prompts, Rated,
+                                             movie_label, naive_rank_prompt, reasons_end)
 from sparrow_llm.schema import (COL_GENRES, COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_TITLE, COL_USER, MOVIES_CSV,
                                 RATINGS_CSV)
 
