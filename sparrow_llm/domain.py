@@ -157,6 +157,8 @@ class UserContext:
     profile: Profile | None = None
     # When a base ranker chose the candidates (`BaseRanker.base`): its score of each, else None.
     base_scores: Mapping[int, float] | None = None
+    # ... and its reason of each ("liked by 70 people who also liked Heat"), which a reranker may reuse.
+    base_reasons: Mapping[int, str] | None = None
 
     @property
     def rated_ids(self) -> set[int]:

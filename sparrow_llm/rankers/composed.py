@@ -4,7 +4,7 @@ The registry composes it (`registry.make_ranker`); every path (in-process, Spark
 calibration) ranks through it, so each serves the same list. Per user:
 
   1. the base ranks the user's candidates (every ranker ranks only `ctx.candidate_ids`);
-  2. the reranker gets a context whose candidates are the base's top K (with `base_scores`);
+  2. the reranker gets a context whose candidates are the base's top K (with `base_scores` and `base_reasons`);
   3. the record is the reranked top K, then the rest of the base's list.
 
 A user the base cannot rank keeps the host's order (None). A user the reranker cannot rank, or whose
@@ -64,7 +64,8 @@ class Reranked:
         if not top:
             return None
         return dataclasses.replace(ctx, candidate_ids=tuple(i.movie_id for i in top),
-                                   base_scores={i.movie_id: i.score for i in top})
+                                   base_scores={i.movie_id: i.score for i in top},
+                                   base_reasons={i.movie_id: i.reason for i in top if i.reason})
 
     def _compose(self, base: Ranking, reranked: Ranking | None) -> Ranking:
         meta = {"base": self.base.name, **{f"base_{k}": v for k, v in base.meta.items()}}

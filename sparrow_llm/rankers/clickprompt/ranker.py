@@ -9,7 +9,8 @@ from typing import Sequence
 import numpy as np
 
 from ...config import Settings
-from ...domain import RankedItem, Ranking, UserContext
+from ...domain import MovieMeta, RankedItem, Ranking, UserContext, spoken_title
+from ...schema import LIKED_RATING
 from ...store import Store
 from ..base import BaseRanker, Ranker
 from ..fusion import fuse, window_base_scores
@@ -18,7 +19,7 @@ from .checkpoint import checkpoint_version, serving_checkpoint
 from .schema import VOCAB_MOVIE, VOCAB_USER
 from .score import ClickPromptScorer
 
-__all__ = ["ClickPromptRanker", "from_settings", "BASE_WEIGHT", "ORDER_WEIGHT"]
+__all__ = ["ClickPromptRanker", "from_settings", "why", "BASE_WEIGHT", "ORDER_WEIGHT", "EXPLAINED"]
 
 # The CTR model's share in `fusion.fuse` (the reranker's weight), chosen on validation users (the best NDCG@10
 # of bench/bench_clickprompt_ranking.py): against the base ranker's scores when the candidates carry them (the
@@ -27,6 +28,7 @@ __all__ = ["ClickPromptRanker", "from_settings", "BASE_WEIGHT", "ORDER_WEIGHT"]
 BASE_WEIGHT = 0.25
 ORDER_WEIGHT = 0.9
 _UNSEEN = "; movie new to the model"
+EXPLAINED = 20  # the list's first movies whose reason says why in words; the rest state the prediction
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +87,29 @@ class ClickPromptRanker(BaseRanker):
         # Python floats and no call per item: ~700 items a user cost as much as scoring them otherwise.
         ids, stored, shown = np.asarray(candidates)[order].tolist(), scores[order].tolist(), np.round(probs[order], 6).tolist()
         known = self._known_movies
-        # Only what is true of the prediction: its value, and that an unseen movie scored from its genres, year
-        # and statistics alone.
-        items = tuple(RankedItem(m, s, f"p(click)={p:.2f}" if m in known else f"p(click)={p:.2f}{_UNSEEN}")
-                      for m, s, p in zip(ids, stored, shown))
+        liked = [ctx.movies[r.movie_id] for r in reversed(ctx.ratings)
+                 if r.rating >= LIKED_RATING and r.movie_id in ctx.movies]
+        # Only what is true of the prediction: why in words for the first movies, its value for the rest, and that
+        # an unseen movie scored from its genres, year and statistics alone.
+        items = tuple(RankedItem(m, s, (why(ctx.movies[m], liked, p) if pos < EXPLAINED else f"p(click)={p:.2f}")
+                                 + ("" if m in known else _UNSEEN))
+                      for pos, (m, s, p) in enumerate(zip(ids, stored, shown)))
         return Ranking(items, {"history": len(ctx.ratings), "known_user": ctx.user_id in self._known_users,
                                "scored": len(candidates), "fused_with": source, "weight": weight})
+
+
+def why(movie: MovieMeta, liked: list[MovieMeta], prob: float) -> str:
+    """The prediction in words: the liked movie nearest to `movie` by shared genres (`liked` newest first, the
+    newest on a tie) and the genres they share; else how the movie is rated here (the model's movie statistics);
+    else the prediction's value."""
+    shared, nearest = max(((len(set(movie.genres) & set(m.genres)), m) for m in liked), key=lambda t: t[0],
+                          default=(0, None))
+    if nearest is not None and shared:
+        genres = ", ".join(g for g in movie.genres if g in nearest.genres)
+        return f"close to {spoken_title(nearest)}, which you liked ({genres})"
+    if movie.rating_number:
+        return f"rated {movie.average_rating:.1f} by {movie.rating_number} people here"
+    return f"p(click)={prob:.2f}"
 
 
 def from_settings(settings: Settings, store: Store | None, base: Ranker | None, *,

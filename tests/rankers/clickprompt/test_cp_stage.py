@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparrow_llm.domain import MovieMeta, UserRating
+from sparrow_llm.domain import MovieMeta, UserRating, spoken_title
 from sparrow_llm.rankers.clickprompt import checkpoint as stage
 from sparrow_llm.rankers.pretrained import WEIGHTS_FILE
 from sparrow_llm.catalog import movie_catalog
@@ -22,7 +22,7 @@ from sparrow_llm.rankers.clickprompt.tuning import fusion_path, load_calibration
 from sparrow_llm.rankers.fusion import WEIGHTS
 from sparrow_llm.registry import make_base
 from sparrow_llm.rankers.clickprompt.experiments import load_training_data, run_eval, run_finetune, run_pretrain
-from sparrow_llm.rankers.clickprompt.ranker import BASE_WEIGHT, ORDER_WEIGHT, ClickPromptRanker, from_settings
+from sparrow_llm.rankers.clickprompt.ranker import BASE_WEIGHT, ORDER_WEIGHT, ClickPromptRanker, from_settings, why
 from sparrow_llm.rankers.fusion import fuse
 from sparrow_llm.rankers.clickprompt.model import ClickPrompt
 from sparrow_llm.rankers.clickprompt.train import TABLE_ROWS, evaluate, train_table
@@ -164,9 +164,19 @@ def test_ranks_unrated_candidates_by_click_probability(ranker, tiny_ratings, mov
     assert sorted(ids) == sorted(set(candidates[5:-1]) - set(int(m) for m in history[:, 0]))
     scores = np.array([i.score for i in ranking.items])
     assert (np.diff(scores) <= 0).all() and len(set(scores)) > 1  # the model tells the candidates apart
-    # The CTR model's whole weight: the order is the click probability's, which each reason states.
-    shown = [float(re.fullmatch(r"p\(click\)=([01]\.\d\d)", i.reason)[1]) for i in ranking.items]
-    assert shown == sorted(shown, reverse=True)  # all movies known to the model: no "new to the model" note
+    # The CTR model's whole weight: the order is the click probability's. Each reason says why in words: the liked
+    # movie nearest by genres and the genres they share, else how the movie is rated here (all movies known to the
+    # model: no "new to the model" note).
+    liked = {spoken_title(movie_metas[int(m)]): movie_metas[int(m)] for m, r in history[:, :2]
+             if r >= 3.5 and int(m) in movie_metas}
+    for item in ranking.items:
+        words = re.fullmatch(r"close to (.+), which you liked \((.+)\)", item.reason)
+        if words:
+            shared = set(words[2].split(", "))
+            assert words[1] in liked and shared <= set(liked[words[1]].genres) & set(movie_metas[item.movie_id].genres)
+        else:
+            assert re.fullmatch(r"rated \d\.\d by \d+ people here", item.reason), item.reason
+    assert "close to" in ranking.items[0].reason
     assert ranking.meta == {"history": len(history), "known_user": True, "scored": len(ids), "fused_with": "order",
                             "weight": 1.0}
     # rank_many gives each user what rank gives.
@@ -186,7 +196,9 @@ def test_fused_with_the_base_scores_or_else_the_candidates_order(checkpoint, ran
     only_base = ClickPromptRanker(checkpoint, base_weight=0.0).rank(on_base)
     assert [i.movie_id for i in only_base.items] == [b, e, c, d, a, f]  # ties (c, d; a, f) keep the order
     assert only_base.meta["fused_with"] == "base"
-    assert [i.reason for i in only_base.items] == [f"p(click)={probs[i.movie_id]:.2f}" for i in only_base.items]
+    liked = [movie_metas[int(m)] for m, r in history[::-1, :2] if r >= 3.5 and int(m) in movie_metas]
+    assert [i.reason for i in only_base.items] == [why(movie_metas[i.movie_id], liked, probs[i.movie_id])
+                                                   for i in only_base.items]
     half = ClickPromptRanker(checkpoint, base_weight=0.5).rank(on_base)
     p = np.array([probs[m] for m in candidates])
     want = fuse(np.log(p) - np.log(1 - p), np.array([base.get(m, 0.1) for m in candidates]), 0.5)
@@ -288,3 +300,14 @@ def test_served_by_the_host_stage(host, checkpoint, tiny_settings):
     line = run_rerank(settings, scorer.name, ranker=scorer, users=[4], progress=False).line()
     assert line.startswith("clickprompt: 1 users, 1 written, 0 skipped, 0 failed")
     assert open_default_store(host.settings).get_record("clickprompt", 4).version == ranker.version
+
+
+def test_why_names_the_nearest_liked_movie_else_the_ratings_else_the_prediction():
+    heat = MovieMeta(1, "Heat", 1995, ("Action", "Crime", "Thriller"), 3.9, 40)
+    fargo = MovieMeta(2, "Fargo", 1996, ("Comedy", "Crime", "Drama", "Thriller"), 4.1, 50)
+    casino = MovieMeta(3, "Casino", 1995, ("Crime", "Drama"), 3.8, 30)
+    assert why(casino, [heat, fargo], 0.5) == "close to Fargo, which you liked (Crime, Drama)"  # two shared
+    assert why(casino, [heat], 0.5) == "close to Heat, which you liked (Crime)"
+    up = MovieMeta(4, "Up", 2009, ("Animation",), 4.0, 9)
+    assert why(up, [heat, fargo], 0.5) == "rated 4.0 by 9 people here"
+    assert why(MovieMeta(5, "New", 2024, ("Animation",), 0.0, 0), [heat], 0.51) == "p(click)=0.51"

@@ -113,7 +113,7 @@ def test_palr_ranks_by_label_scores_fused_with_the_base(lm, tmp_path):
     base = {m: 1.0 - i / 10 for i, m in enumerate((15, 14, 11, 10, 8))}  # the base's top 5, best first
     users = [dataclasses.replace(c, candidate_ids=tuple(base), base_scores=base)
              for c in (context(1), context(2, CRIME_FAN))]
-    by_llm = PalrRanker(lm, prompts, store, weight=1.0).rank_many(users)
+    by_llm = PalrRanker(lm, prompts, store, weight=1.0, reasons=0).rank_many(users)
     for ctx, ranking in zip(users, by_llm):
         window = ctx.unrated_candidates()
         history = [Rated(MOVIES[r.movie_id], r.rating) for r in ctx.ratings]
@@ -121,14 +121,30 @@ def test_palr_ranks_by_label_scores_fused_with_the_base(lm, tmp_path):
         assert [i.movie_id for i in ranking.items] == [window[i] for i in np.argsort(-np.array(scores), kind="stable")]
         assert ranking.meta["llm_calls"] == 1 and ranking.meta["prompt_tokens"] > 100
         assert ranking.meta["completion_tokens"] == 0 and ranking.meta["llm_ms"] > 0
-        assert all(i.reason == "" or i.reason.split(",")[0] in MOVIES[i.movie_id].genres or
-                   i.reason.startswith("like ") for i in ranking.items)
-    as_base = PalrRanker(lm, prompts, store, weight=0.0, passes=2).rank_many(users)
+        assert all(i.reason for i in ranking.items)  # data reasons (no reasons call here)
+    as_base = PalrRanker(lm, prompts, store, weight=0.0, passes=2, reasons=0).rank_many(users)
     for ctx, ranking in zip(users, as_base):  # weight 0: the base's order, and no forward pass spent on it
         assert [i.movie_id for i in ranking.items] == ctx.unrated_candidates() and ranking.meta["llm_calls"] == 0
-    fused = PalrRanker(lm, prompts, store, weight=0.5, passes=2).rank_many(users)
+    fused = PalrRanker(lm, prompts, store, weight=0.5, passes=2, reasons=0).rank_many(users)
     assert [r.meta["llm_calls"] for r in fused] == [1, 1]  # the first pass is cached, the shuffled one is new
     assert all(sorted(i.movie_id for i in r.items) == sorted(c.unrated_candidates()) for r, c in zip(fused, users))
+
+
+def test_reasons_are_written_in_one_generation_per_user_stop_and_are_cached(lm, tmp_path):
+    prompts = Prompts.from_settings(SETTINGS)
+    store = FileStore(tmp_path / "store", fsync=False)
+    users = [context(1), context(2, CRIME_FAN)]
+    first = PalrRanker(lm, prompts, store, weight=0.0, reasons=3).rank_many(users)
+    for ctx, ranking in zip(users, first):
+        assert [i.movie_id for i in ranking.items] == ctx.unrated_candidates()  # weight 0: the base's order
+        # One generation (the reasons), stopped at its end well before a cap sized from the format.
+        assert ranking.meta["llm_calls"] == 1 and 0 < ranking.meta["completion_tokens"] <= 3 * 12 + 4
+        assert ranking.meta["reasons_model"] + ranking.meta["reasons_replaced"] <= 3
+        reasons = [i.reason for i in ranking.items]  # a repeat only where nothing else is true: the ratings here
+        assert all(reasons) and {r for r in reasons if reasons.count(r) > 1} <= {"rated 3.5 by 100 people here"}
+    again = PalrRanker(lm, prompts, store, weight=0.0, reasons=3).rank_many(users)
+    assert [r.items for r in again] == [r.items for r in first]
+    assert all(r.meta["llm_calls"] == 0 and r.meta["cache"] == "hit" for r in again)
 
 
 def test_a_backend_error_keeps_the_base_order(lm, tmp_path, monkeypatch):

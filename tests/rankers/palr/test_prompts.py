@@ -5,8 +5,9 @@ import pytest
 
 from sparrow_llm.domain import MovieMeta
 from sparrow_llm.config import ConfigError, LLMSettings
-from sparrow_llm.rankers.palr.parsing import PARSE_FALLBACK, PARSE_OK, PARSE_REPAIRED, parse_ranking
-from sparrow_llm.rankers.palr.prompts import PROMPT_VERSION, Prompts, Rated, movie_label, naive_rank_prompt
+from sparrow_llm.rankers.palr.parsing import PARSE_FALLBACK, PARSE_OK, PARSE_REPAIRED, parse_ranking, parse_reasons
+from sparrow_llm.rankers.palr.prompts import (PROFILE_END, PROMPT_VERSION, RANK_END, REASONS_END, Prompts, Rated,
+                                             movie_label, naive_rank_prompt, reasons_end)
 from sparrow_llm.schema import (COL_GENRES, COL_MOVIE, COL_RATING, COL_TIMESTAMP, COL_TITLE, COL_USER, MOVIES_CSV,
                                 RATINGS_CSV)
 
@@ -38,14 +39,14 @@ def test_rank_prompt_is_compact_recent_and_indexed(prompts):
     # Candidates by a short index, with their genres.
     assert "#0 Finding Nemo (2003)|Animation Children Comedy" in text
     assert "#2 Godfather, The (1972)|Crime Drama" in text
-    assert "Loves crime dramas." in text and "at most 2 candidates" in text and '[[index,"reason' in text
-    assert "max 4 words" in text
+    assert "Loves crime dramas." in text and "at most 2 candidates" in text and "[index,index,...]" in text
     # No movie ids anywhere, each title once.
     assert "15" not in text.replace("1995", "") and text.count("Finding Nemo") == 1
     assert request.version == PROMPT_VERSION == "v2" and request.step == "rank"
     assert request.labels == ["Finding Nemo (2003)", "Alien (1979)", "Godfather, The (1972)"]
     assert [r.movie.title for r in request.history] == [f"Film {i}" for i in range(7, 12)]
-    assert request.max_tokens >= 2 * 10  # room for two picks with reasons
+    # Room for two indexes and the brackets, no more: the answer ends at its "]".
+    assert 2 * 3 <= request.max_tokens <= 2 * 4 + 4 and request.stop == RANK_END
 
 
 def test_history_levels_keep_the_oldest_first(prompts):
@@ -211,3 +212,41 @@ def test_parse_ranking_skips_a_title_two_candidates_share():
 def test_parse_ranking_cuts_long_reasons():
     parsed = parse_ranking('[{"i": 0, "r": "' + "very  long " * 30 + '"}]', LABELS)
     assert len(parsed.reasons[0]) == 80 and "  " not in parsed.reasons[0]
+
+
+def test_reasons_prompt_shows_liked_history_and_the_served_top(prompts):
+    history = [Rated(MOVIES[m], r) for m, r in ((4, 4.0), (1, 5.0), (6, 1.0))]
+    top = [MOVIES[m] for m in (8, 15)]
+    request = prompts.reasons_request(history, top, "Loves crime.")
+    text = request.text
+    assert request.step == "reasons" and request.top_n == 2 and request.candidates == tuple(top)
+    assert "Heat|Action Crime Thriller\nToy Story|" in text and "Shining" not in text  # liked rows only
+    assert text.index("Finding Nemo|") < text.index("Godfather|") and "Loves crime." in text
+    assert '["reason",...]' in text and request.stop == reasons_end(2) and request.prefill == '["'
+    assert 2 * 8 <= request.max_tokens <= 2 * 12 + 4  # about ten tokens a reason
+
+
+@pytest.mark.parametrize("answer, end", [
+    ('[3,17,42]\nThese are', len("[3,17,42]")),
+    ('["tense heist", "dark comedy"] and more', len('["tense heist", "dark comedy"]')),
+    ("Likes: Crime\nDislikes: Horror\nEras: 1990s\nLoved: Heat, Fargo\nThat is all",
+     len("Likes: Crime\nDislikes: Horror\nEras: 1990s\nLoved: Heat, Fargo\n")),
+    ("Likes: Crime\nLoved: \n", None),  # the last keyword line is not written yet
+    ("[3,17", None),
+])
+def test_every_answer_has_an_end(answer, end):
+    from sparrow_llm.rankers.llm.local_lm import answer_end
+
+    stop = RANK_END if answer.startswith("[3") else REASONS_END if answer.startswith('["') else PROFILE_END
+    assert answer_end(answer, stop) == end
+
+
+@pytest.mark.parametrize("answer, reasons", [
+    ('["tense heist", "dark comedy"]', ["tense heist", "dark comedy", ""]),
+    ('Sure! ["tense heist", "dark', ["tense heist", "dark", ""]),  # cut off by the cap
+    ('[[0, "tense heist"], {"r": "dark comedy"}, 7, "x", "y"]', ["tense heist", "dark comedy", ""]),
+    ("no JSON here", ["", "", ""]),
+    ("", ["", "", ""]),
+])
+def test_parse_reasons(answer, reasons):
+    assert parse_reasons(answer, 3) == reasons

@@ -37,9 +37,21 @@ def _is_rank(body: dict) -> bool:
     return "\nCandidates (" in body["messages"][0]["content"]
 
 
+def _reasons_answer(body: dict) -> Reply | None:
+    """The reasons prompt's answer `["why <title>", ...]`, one per pick it shows; None for another prompt."""
+    text = body["messages"][0]["content"]
+    if not text.startswith("Explain movie picks"):
+        return None
+    picks = text.split("in order:\n")[1].split("\nFor each pick")[0].splitlines()
+    return Reply(content=json.dumps([f"why {line.split('|')[0]}" for line in picks]), usage=(200, 5 * len(picks)))
+
+
 def answer_preferring(*movie_ids: int, wrap=lambda s: s, extra=()):
-    """A scripted GLM: profiles get PROFILE; rankings pick `movie_ids` by their index in the prompt, as pairs."""
+    """A scripted GLM: profiles get PROFILE; rankings pick `movie_ids` by their index in the prompt, as pairs;
+    reasons are `why <title>`."""
     def reply(body: dict) -> Reply:
+        if (reasons := _reasons_answer(body)) is not None:
+            return reasons
         if not _is_rank(body):
             return Reply(content=PROFILE, usage=(100, 12))
         index = {m: i for i, m in _candidate_ids(body).items()}
@@ -55,7 +67,8 @@ def store(tmp_path):
 
 @pytest.fixture()
 def ranker(glm_settings, store):
-    return PalrRanker(ZhipuBackend(glm_settings, backoff_s=0.01), Prompts.from_settings(glm_settings), store)
+    """Ranking only: no reasons call (the reasons tests below make them)."""
+    return PalrRanker(ZhipuBackend(glm_settings, backoff_s=0.01), Prompts.from_settings(glm_settings), store, reasons=0)
 
 
 def _ids(ranking):
@@ -75,13 +88,18 @@ def test_llm_order_first_then_the_host_order(fake_glm, ranker):
     ranking = ranker.rank(context(1))
     # 7 is rated by the user: never shown, never served.
     assert _ids(ranking) == [14, 8, 13, 10, 11, 15]
-    assert [i.reason for i in ranking.items] == ["pick 14", "pick 8", "", "", "", ""]
+    # The model's reasons where it gave one (true: they name nothing), a different data reason for each other.
+    reasons = [i.reason for i in ranking.items]
+    assert reasons[:2] == ["pick 14", "pick 8"] and all(reasons)
+    # A reason repeats only where nothing else is true: these kids' movies of the 1990s, as rated here.
+    assert {r for r in reasons if reasons.count(r) > 1} == {"rated 3.5 by 100 people here"}
     scores = [i.score for i in ranking.items]
     assert scores == sorted(scores, reverse=True) and len(set(scores)) == len(scores) and scores[0] == 1.0
     # Real latency of the two calls (the fake server answers in milliseconds), and no reason replaced.
     assert 0 < ranking.meta["llm_ms"] < 5000
     assert ranking.meta == {"parse": "ok", "llm_calls": 2, "cache": "miss", "prompt_tokens": 400,
-                            "completion_tokens": 42, "llm_ms": ranking.meta["llm_ms"], "reasons_replaced": 0}
+                            "completion_tokens": 42, "llm_ms": ranking.meta["llm_ms"], "reasons_model": 2,
+                            "reasons_replaced": 0}
     profile_body, rank_body = fake_glm.requests
     assert "\n5: Toy Story (1995)|Animation Children Comedy; Aladdin (1992)|" in profile_body["messages"][0]["content"]
     assert "\n5: Toy Story (1995); Aladdin (1992)\n4.5: Lion King, The (1994)\n" in rank_body["messages"][0]["content"]
@@ -111,7 +129,8 @@ def test_rerun_with_nothing_changed_makes_no_llm_call(fake_glm, glm_settings, st
     users = [context(1), context(2, CRIME_FAN)]
     first = PalrRanker(make_backend(glm_settings), Prompts.from_settings(glm_settings), store).rank_many(users)
     calls = fake_glm.calls
-    assert calls == 4
+    assert calls == 6  # each user: its profile, its ranking, its reasons
+    assert all(r.meta["reasons_model"] == 6 for r in first)  # "why <title>": true, and one per movie
     again = PalrRanker(make_backend(glm_settings), Prompts.from_settings(glm_settings), store).rank_many(users)
     assert fake_glm.calls == calls
     assert [r.items for r in again] == [r.items for r in first]
@@ -119,7 +138,7 @@ def test_rerun_with_nothing_changed_makes_no_llm_call(fake_glm, glm_settings, st
     # A new history is a new prompt: a miss for that user only.
     changed = context(1, KIDS_FAN + ((5, 4.0),))
     PalrRanker(make_backend(glm_settings), Prompts.from_settings(glm_settings), store).rank_many([changed, users[1]])
-    assert fake_glm.calls == calls + 2
+    assert fake_glm.calls == calls + 3
 
 
 def test_cache_key_is_content_addressed(glm_settings):
@@ -151,7 +170,9 @@ def test_an_empty_answer_keeps_the_host_order(fake_glm, ranker):
     fake_glm.default = Reply(content="")
     ranking = ranker.rank(context(1, profile=PROFILE))
     assert _ids(ranking) == [13, 10, 8, 11, 14, 15] and ranking.meta["parse"] == "fallback"
-    assert all(i.reason == "" for i in ranking.items)
+    reasons = [i.reason for i in ranking.items]  # the host's order, served with data reasons
+    assert all(reasons) and {r for r in reasons if reasons.count(r) > 1} == {"rated 3.5 by 100 people here"}
+    assert ranking.meta["reasons_model"] == 0
 
 
 def test_server_errors_fall_back_to_the_host_order(fake_glm, ranker):
