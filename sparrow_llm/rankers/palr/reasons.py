@@ -4,7 +4,8 @@ A reason is true when every genre it names is one of the candidate's genres, eve
 "like X" phrase, or any known title of two or more words) is one the user rated, a "like X" movie is one the
 user liked, and a named genre is also a genre of the liked movie it is paired with ("Comedy, like
 Schindler's List" names a title that lacks that genre). A false reason is replaced by a data reason, which is
-true by construction; a reason that names neither is kept as the model wrote it.
+true by construction. A model's reason that names neither a genre nor a rated movie asserts nothing the data can
+confirm ("Why I Love the Monsters"): it is replaced too.
 
 Data reasons (`data_reasons`, most specific first): the base ranker's own reason when it is true ("liked by
 70 people who also liked Heat": ease-recent's co-occurrence), a shared genre with each liked movie that has
@@ -131,18 +132,23 @@ class ReasonChecker:
         self.replaced = 0
 
     def check(self, reason: str, movie: MovieMeta) -> str:
-        """`reason` when it is true, else `data_reason(movie, history)` (counted in `replaced`)."""
-        if not reason or self.true(reason, movie):
+        """`reason` when it is true and names a genre or a rated movie, else `data_reason(movie, history)` (counted
+        in `replaced`)."""
+        if not reason or self._verdict(reason, movie) == (True, True):
             return reason
         self.replaced += 1
         return data_reason(movie, self.history)
 
     def true(self, reason: str, movie: MovieMeta) -> bool:
-        text, paired = reason, []
+        return self._verdict(reason, movie)[0]
+
+    def _verdict(self, reason: str, movie: MovieMeta) -> tuple[bool, bool]:
+        """Whether `reason` is true, and whether it names anything the data confirms (a genre or a rated movie)."""
+        text, paired, rated = reason, [], False
         for match in _LIKE.finditer(reason):
             row = self._rated.get(_norm(match.group(1)))
             if row is None or row.rating < LIKED_RATING:
-                return False
+                return False, True
             paired.append(row.movie)
             text = text.replace(match.group(1), " ")
         norm = f" {_norm(text)} "
@@ -153,12 +159,14 @@ class ReasonChecker:
         for name in sorted((spans & self._titles) - _names(movie), key=len, reverse=True):
             if f" {name} " in norm:
                 if name not in self._rated:
-                    return False
+                    return False, True
+                rated = True
                 norm = norm.replace(f" {name} ", " ")  # a rated title's words are not genre names
         genres = named_genres(norm)
         if any(g not in movie.genres for g in genres):
-            return False
-        return not paired or all(any(g in m.genres for m in paired) for g in genres)
+            return False, True
+        true = not paired or all(any(g in m.genres for m in paired) for g in genres)
+        return true, bool(paired or rated or genres)
 
 
 class ListReasons:

@@ -35,7 +35,8 @@ HISTORY = [Rated(SCHINDLER, 5.0), Rated(HEAT, 4.5), Rated(GODFATHER, 2.0)]
 @pytest.mark.parametrize("reason, kept", [
     ("Crime, like Heat", True),
     ("Drama, like Schindler's List", True),
-    ("tense mob epic", True),  # names neither a genre nor a title
+    ("tense mob epic", False),  # names neither a genre nor a title: nothing the data confirms
+    ("Why I Love the Monsters", False),
     ("Crime drama", True),
     ("Crime, like Heat (1995)", True),
     ("Comedy, like Schindler's List", False),  # the candidate is no comedy
@@ -146,6 +147,7 @@ def test_users_records_have_true_varied_reasons_the_model_wrote_some_of(fixture_
         assert repeats <= 0.2 * len(top), (ctx.user_id, top)
     assert checked > 25 * USERS and false == []
     assert replaced > 5 * USERS  # the careless answers were false often: the check is what removed them
-    assert 0.1 * shown < model < shown  # the true ones the model wrote are kept, the rest are data reasons
+    # The true ones the model wrote are kept (about 6% of this careless model's), the rest are data reasons.
+    assert 0.03 * shown < model < shown
     print(f"{USERS} users: {checked} reasons checked, 0 false; top 10s: {model / shown:.0%} written by the model, "
           f"{replaced} model reasons replaced as false; at most {worst:.0%} of a top 10 repeat another of it")
