@@ -43,7 +43,7 @@ from ...spark import read_movies, read_ratings, session, task_progress
 from ...store import Store, open_default_store
 from ..llm.base import Backend, LLMError, make_backend
 from .prompts import Prompts
-from .ranker import PalrRanker, history_hash, write_profile
+from .ranker import history_hash, profile_version, write_profile
 
 __all__ = ["PROFILE_COLUMNS", "ProfileSummary", "movie_metas", "user_histories", "run_profiles"]
 
@@ -117,8 +117,8 @@ def _user_history(row: Row) -> UserHistory:
 
 
 def _profile_version(llm: Backend, prompts: Prompts) -> str:
-    # The version PalrRanker records (and write_profile stamps): built by palr, not spelled again here.
-    return PalrRanker(llm, prompts).version
+    # The version write_profile stamps: built by palr, not spelled again here.
+    return profile_version(prompts)
 
 
 def _result(profile: Profile, status: str, llm_calls: int = 0) -> tuple:

@@ -21,6 +21,8 @@ answer is never generated, each letter's logit as the answer's first token is th
 """
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 from string import Template
 from typing import Callable, Sequence
@@ -111,6 +113,10 @@ class Prompts:
             raise ConfigError(f"prompt template {path} is invalid ({type(exc).__name__}: {exc}); "
                               f"it may use ${', $'.join(_FIELDS[step])}, and $$ for a dollar sign") from None
         return template
+
+    def template_key(self, step: str) -> str:
+        """A short hash of the step's template text: an edited template (same version name) is a new one."""
+        return hashlib.sha256(self._template(step).template.encode()).hexdigest()[:8]
 
     def _template(self, step: str) -> Template:
         if step not in self._later:

@@ -40,7 +40,7 @@ from .parsing import PARSE_FALLBACK, PARSE_OK, parse_ranking, parse_reasons
 from .prompts import OPTION_LABELS, PromptRequest, Prompts, Rated
 from .reasons import ListReasons
 
-__all__ = ["PalrRanker", "write_profile", "history_hash", "cache_key", "from_settings",
+__all__ = ["PalrRanker", "write_profile", "profile_version", "history_hash", "cache_key", "from_settings",
            "DEFAULT_K", "DEFAULT_TOP_N", "DEFAULT_CHOICE_K", "DEFAULT_REASONS"]
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,12 @@ def _version(prompts: Prompts) -> str:
     return f"palr-{prompts.version}"
 
 
+def profile_version(prompts: Prompts) -> str:
+    """What a profile is stamped with: the ranker's version and the profile template's content, so that a profile
+    job rewrites the profiles of an edited template."""
+    return f"{_version(prompts)}-{prompts.template_key('profile')}"
+
+
 def cache_key(llm: Backend, request: PromptRequest) -> str:
     """Content address of one answer: who answers (backend, model, the model files' content), which template,
     what prompt (and the answer's start given to the model)."""
@@ -78,7 +84,7 @@ def write_profile(llm: Backend, history: UserHistory, movies: Mapping[int, Movie
                   prompts: Prompts) -> Profile:
     """PALR step 1 for one user: a pure function of its inputs and the backend. Raises LLMError."""
     completion = llm.profile(prompts.profile_request(_rated(history.ratings, movies)))
-    return Profile(history.user_id, completion.text.strip(), llm.name, _version(prompts),
+    return Profile(history.user_id, completion.text.strip(), llm.name, profile_version(prompts),
                    history_hash(history.ratings),
                    meta={"model": completion.model, "prompt_tokens": completion.prompt_tokens,
                          "completion_tokens": completion.completion_tokens})

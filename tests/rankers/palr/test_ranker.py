@@ -1,6 +1,7 @@
 import dataclasses
 import hashlib
 import json
+import shutil
 import logging
 import re
 import threading
@@ -233,13 +234,17 @@ def test_nothing_to_rank(ranker, fake_glm):
     assert ranker.rank_many([]) == [] and fake_glm.calls == 0
 
 
-def test_write_profile(fake_glm, glm_settings):
+def test_write_profile(fake_glm, glm_settings, tmp_path):
     fake_glm.default = Reply(content=f"  {PROFILE}\n", usage=(90, 11))
     backend, prompts = make_backend(glm_settings), Prompts.from_settings(glm_settings)
     ratings = tuple(UserRating(m, r, 1000 + i) for i, (m, r) in enumerate(KIDS_FAN))
     profile = write_profile(backend, UserHistory(1, True, ratings), MOVIES, prompts)
-    assert (profile.user_id, profile.text, profile.backend, profile.version) == (1, PROFILE, "zhipuai:glm-4-flash",
-                                                                                 "palr-v2")
+    assert (profile.user_id, profile.text, profile.backend, profile.version) == (
+        1, PROFILE, "zhipuai:glm-4-flash", "palr-v2-" + prompts.template_key("profile"))
+    edited = tmp_path / "prompts"
+    shutil.copytree(glm_settings.prompts_dir, edited)
+    (edited / "profile.v2.txt").write_text((edited / "profile.v2.txt").read_text() + " Be brief.")
+    assert Prompts(edited).template_key("profile") != prompts.template_key("profile")  # an edit re-profiles
     rows = "".join(f"{m},{r:g},{1000 + i}\n" for i, (m, r) in enumerate(KIDS_FAN))
     assert profile.history_hash == hashlib.sha256(rows.encode()).hexdigest() == history_hash(ratings)
     assert profile.meta == {"model": "glm-4-flash", "prompt_tokens": 90, "completion_tokens": 11}
