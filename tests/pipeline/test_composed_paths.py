@@ -23,13 +23,15 @@ from tests.conftest import host_settings
 
 @pytest.fixture(scope="module")
 def zero(built_bridge, tmp_path_factory, fixture_webroot):
-    """A host of this module's own; `llm` on the local model at weight 0 over `popularity`."""
+    """A host of this module's own; `llm` on the local model at weight 0 over `popularity`, without the model's
+    reasons (they change no order, and cost a generation per user: tests/rankers/palr test them)."""
     tmp = tmp_path_factory.mktemp("weight-zero")
-    settings = host_settings(tmp).replace(base="popularity", llm={"backend": "local", "fusion_weight": 0.0})
+    llm = {"backend": "local", "fusion_weight": 0.0, "reasons": 0}
+    settings = host_settings(tmp).replace(base="popularity", llm=llm)
     with HostProcess(settings) as proc:
         with BridgeClient(settings.bridge) as client:
             users = client.user_ids()
-        yield proc.settings.replace(base="popularity", llm={"backend": "local", "fusion_weight": 0.0}), users
+        yield proc.settings.replace(base="popularity", llm=llm), users
 
 
 def _records(store, model, users):

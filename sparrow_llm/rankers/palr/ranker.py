@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 DEFAULT_K = 50  # host candidates shown to the LLM
 DEFAULT_TOP_N = 20  # picks asked for; the rest of the list keeps the host's order
 DEFAULT_CHOICE_K = 20  # candidates a label-scoring model scores (LlamaRec: the retriever's top 20)
-DEFAULT_REASONS = 10  # the served list's first movies whose reasons the model writes (one call per user)
+DEFAULT_REASONS = 10  # the served list's first movies whose reasons the model writes (SPARROW_LLM_REASONS)
 
 
 def _rated(ratings: Sequence[UserRating], movies: Mapping[int, MovieMeta]) -> list[Rated]:
@@ -292,4 +292,4 @@ def from_settings(settings: Settings, store: Store | None, base: Ranker | None) 
         llm, weight = serving.llm, serving.weight
     return PalrRanker(llm, prompts, store, k=settings.llm.rank_k, top_n=settings.llm.rank_top_n,
                       choice_k=settings.llm.verbalizer_k, passes=settings.llm.verbalizer_passes, weight=weight,
-                      seed=settings.seed)
+                      seed=settings.seed, reasons=settings.llm.reasons)

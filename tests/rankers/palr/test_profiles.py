@@ -281,7 +281,8 @@ def test_rerank_spark_writes_what_run_rerank_writes(host, spark, model, tmp_path
         # Short prompts: fewer movie texts for the local backend's MiniLM to embed in each of three processes.
         # A configured fusion weight: the LLM takes part in every user's order (an uncalibrated one would not).
         settings = host.settings.replace(store={"dir": tmp_path / "a"},
-                                         llm={"rank_k": 12, "rank_top_n": 6, "history_items": 12, "fusion_weight": 1.0})
+                                         llm={"rank_k": 12, "rank_top_n": 6, "history_items": 12, "fusion_weight": 1.0,
+                                              "reasons": 0})  # the model's reasons: tests/rankers/palr/test_ranker.py
         (tmp_path / "a").mkdir()
         if model == "llm":  # stored profiles: the ranker then asks the backend only to rank
             assert run_profiles(settings, users=users, spark=spark, progress=False).written == 4
