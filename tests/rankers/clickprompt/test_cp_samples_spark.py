@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sparrow_llm.config import ConfigError
+
 from sparrow_llm.rankers.clickprompt.samples import build_samples, read_host_samples, time_split
 from sparrow_llm.rankers.clickprompt.schema import (
     COL_GENRES, COL_MOVIE, COL_RATING, COL_RELEASE_YEAR, COL_TIMESTAMP, COL_TITLE, COL_USER, SAMPLE_COLUMNS,
@@ -112,7 +114,8 @@ def test_parity_on_catalog_edge_cases(spark, with_catalog):
 def test_a_header_in_another_order_is_refused(spark, tmp_path):
     path = tmp_path / "ratings.csv"
     path.write_text(f"{COL_MOVIE},{COL_USER},{COL_RATING},{COL_TIMESTAMP}\n1,2,4.0,100\n")
-    with pytest.raises(Exception, match="CSV header does not conform to the schema"):
+    with pytest.raises(ConfigError, match=r"ratings.csv: not a valid CSV file \(its header names movieId, userId, rating, "
+                                          r"timestamp; expected userId, movieId, rating, timestamp\)"):
         read_ratings(spark, path).collect()
 
 
