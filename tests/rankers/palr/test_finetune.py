@@ -73,7 +73,7 @@ def test_the_served_model_is_the_adapter_for_this_data_only(trained, tiny_folder
         f.write("1,1,4.0,1700000000\n")
     moved = settings.replace(host={"data_dir": other})
     assert serving_model(moved, make_backend(settings.llm), prompts, key).variant == ZERO_SHOT
-    ranker = from_settings(settings, None, make_base(settings))
+    ranker = from_settings(settings.replace(llm={"reasons": 0}), None, make_base(settings))  # the order's calls only
     ranking = ranker.rank(context(1))
     assert ranker.backend == serving.llm.name and ranking.meta["parse"] == "ok"
     # A calibrated weight of 0 is the base's order: no forward pass is spent on it.
