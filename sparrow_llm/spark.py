@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Iterator
 from urllib.parse import urlparse
 
+from pyspark import SparkContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
@@ -201,7 +202,10 @@ def session(spark: SparkSession | None, master: str, app: str) -> Iterator[Spark
     These jobs run Python in the executors: unless PYSPARK_PYTHON says otherwise, the workers run this
     interpreter (the one with sparrow_llm installed), not whatever `python3` is first on the PATH.
     """
-    owned = spark is None and SparkSession.getActiveSession() is None
+    # Owned only when no SparkContext lives in this process: `getActiveSession` is per JVM thread and can miss the
+    # live session, which `spark_session`'s getOrCreate would then return, and this call would stop a session
+    # its caller still uses.
+    owned = spark is None and SparkContext._active_spark_context is None
     if owned:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = spark or spark_session(master, app=app)

@@ -71,6 +71,12 @@ def prepare_profiles(settings: Settings, progress: bool, users: Sequence[int] | 
     """The registry's profile step of `llm`: the profiles of `users` (None: every user) whose history changed,
     in one Spark partition on this machine (one copy of the local model, batching `local_batch` users, on every
     core: Spark would give its Python worker one torch thread)."""
+    llm = make_backend(settings.llm)
+    try:
+        if isinstance(llm, LocalLMBackend):  # kept loaded for the ranking after it; a bad file is one line here,
+            llm.loaded()                     # not an exception in Spark's worker
+    finally:
+        llm.close()
     if settings.llm.local_threads is None:
         settings = settings.replace(llm={"local_threads": os.cpu_count() or 1})
     return run_profiles(settings, users=users, master="local[1]", partitions=1, progress=progress).line()
