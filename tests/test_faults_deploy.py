@@ -683,10 +683,12 @@ def test_9_a_bad_ratings_csv_in_a_spark_job_is_one_line_naming_the_file(spark, t
     assert not (tmp_path / "out").exists()
 
 
-def test_9_a_bad_movies_csv_in_a_spark_job_is_one_line_naming_the_file(spark, tmp_path, capsys):
+def test_9_a_bad_movies_csv_in_a_spark_job_is_one_line_naming_the_file(tmp_path, capsys):
     movies = tmp_path / "movies.csv"
     movies.write_text('movieId,title,genres\n1,Toy Story (1995),Animation\n2,"Jumanji, (1995),Adventure\n')
-    with pytest.raises(ConfigError) as raised, session(spark, "local[1]", "test"):
+    # A session of the job's own (the live one, else a new one): a module before this one may have stopped the
+    # shared `spark` fixture's.
+    with pytest.raises(ConfigError) as raised, session(None, "local[1]", "test") as spark:
         read_movies(spark, movies).collect()  # found by the job that reads the row (FAILFAST), translated by `session`
     assert str(raised.value) == (f"{movies}: not a valid CSV file (line 3 does not have the header's fields: "
                                  "'2,\"Jumanji, (1995),Adventure')")
