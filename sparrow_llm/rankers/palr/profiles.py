@@ -116,11 +116,6 @@ def _user_history(row: Row) -> UserHistory:
                                                                   int(r[COL_TIMESTAMP])) for r in row[_HISTORY]))
 
 
-def _profile_version(llm: Backend, prompts: Prompts) -> str:
-    # The version write_profile stamps: built by palr, not spelled again here.
-    return profile_version(prompts)
-
-
 def _result(profile: Profile, status: str, llm_calls: int = 0) -> tuple:
     """A user's result row; tokens are this run's (from the profile's meta) only when it made the call."""
     meta = profile.meta if llm_calls else {}
@@ -154,7 +149,7 @@ def _profile_partition(settings: Settings, movies_bc: Broadcast, rows: Iterable[
     """One partition of the profile job, in an executor: one result row per user (see `_RESULT_SCHEMA`)."""
     llm = make_backend(settings.llm)
     prompts = Prompts.from_settings(settings.llm)
-    version = _profile_version(llm, prompts)
+    version = profile_version(prompts)
     store = open_default_store(settings)
     movies = movies_bc.value
     try:
@@ -226,7 +221,7 @@ def run_profiles(settings: Settings, *, ratings: str | os.PathLike | None = None
     llm = make_backend(settings.llm)
     try:
         backend, concurrency = llm.name, llm.concurrency
-        version = _profile_version(llm, Prompts.from_settings(settings.llm))
+        version = profile_version(Prompts.from_settings(settings.llm))
     finally:
         llm.close()
     with session(spark, master, "sparrow-llm-profiles") as spark:
