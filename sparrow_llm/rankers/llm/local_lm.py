@@ -215,7 +215,7 @@ class AnswerEnd:
     has its own `stop`, so requests of different steps share a batch)."""
 
     def __init__(self, tokenizer, stops: Sequence[str], prefills: Sequence[str], width: int):
-        self._tokenizer, self._stops, self._width = tokenizer, [re.compile(s) if s else None for s in stops], width
+        self._tokenizer, self._stops, self._width = tokenizer, list(stops), width
         self._prefills = prefills
         self._done = [False] * len(stops)  # a row without `stop` runs to the model's end or its cap
 
@@ -224,9 +224,9 @@ class AnswerEnd:
 
         rows = input_ids[:, self._width:].tolist()
         for i, (stop, prefill, tokens) in enumerate(zip(self._stops, self._prefills, rows)):
-            if stop is not None and not self._done[i]:
+            if stop and not self._done[i]:
                 text = prefill + self._tokenizer.decode(tokens, skip_special_tokens=True)
-                self._done[i] = stop.search(text) is not None
+                self._done[i] = answer_end(text, stop) is not None
         return torch.tensor(self._done, dtype=torch.bool, device=input_ids.device)
 
 
