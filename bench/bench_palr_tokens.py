@@ -7,7 +7,8 @@ backend's model; the chat template included, as the model reads it):
     titles, a free-text answer); target <= 0.5;
   * output: answers the local model really generates for each (greedy, batched), their completion tokens and
     how they parse (`parse_ranking`: ok / repaired / fallback); target <= 0.3 and parse ok >= 90%. The compact
-    answer stops at its end (`]`) under the cap its format sizes; the naive one, which has no end to stop at,
+    answer is held to its format (`IndexList`, token by token) and stops at its end (`]`) under the cap its format
+    sizes; the naive one, free text with no end to stop at,
     gets the budget of a title and a reason per pick (`NAIVE_TOKENS_PER_PICK`);
   * the choose prompt the local model ranks with (20 lettered candidates, 10 liked movies): input tokens,
     and no output at all (one forward pass reads the letters' logits).
@@ -172,7 +173,8 @@ def main() -> None:
         request = prompts.rank_request(history, candidates, "-", TOP_N)
         compact.append(request)
         naive.append(dataclasses.replace(request, messages=tuple(naive_rank_prompt(history, candidates, "-", TOP_N)),
-                                         max_tokens=TOP_N * NAIVE_TOKENS_PER_PICK + 16, stop=""))
+                                         max_tokens=TOP_N * NAIVE_TOKENS_PER_PICK + 16, stop="", prefill="",
+                                         answer=None))  # free text, as the naive PALR prompt asks
         choose.append(prompts.choose_request(history, candidates[:CHOICE_K]))
         labels.append(request.labels)
     generated = time.perf_counter()

@@ -91,7 +91,7 @@ class ClickPromptRanker(BaseRanker):
                  if r.rating >= LIKED_RATING and r.movie_id in ctx.movies]
         # Only what is true of the prediction: why in words for the first movies, its value for the rest, and that
         # an unseen movie scored from its genres, year and statistics alone.
-        items = tuple(RankedItem(m, s, (why(ctx.movies[m], liked, p) if pos < EXPLAINED else f"p(click)={p:.2f}")
+        items = tuple(RankedItem(m, s, (why(ctx.movies[m], liked, p) if pos < EXPLAINED else _chance(p))
                                  + ("" if m in known else _UNSEEN))
                       for pos, (m, s, p) in enumerate(zip(ids, stored, shown)))
         return Ranking(items, {"history": len(ctx.ratings), "known_user": ctx.user_id in self._known_users,
@@ -109,7 +109,12 @@ def why(movie: MovieMeta, liked: list[MovieMeta], prob: float) -> str:
         return f"close to {spoken_title(nearest)}, which you liked ({genres})"
     if movie.rating_number:
         return f"rated {movie.average_rating:.1f} by {movie.rating_number} people here"
-    return f"p(click)={prob:.2f}"
+    return _chance(prob)
+
+
+def _chance(prob: float) -> str:
+    """The prediction's value in words."""
+    return f"a {prob:.0%} chance you will like it, by your ratings so far"
 
 
 def from_settings(settings: Settings, store: Store | None, base: Ranker | None, *,

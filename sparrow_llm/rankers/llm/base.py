@@ -9,6 +9,7 @@ score candidates by their labels' logits; `local_minilm`: an offline stand-in wi
 from __future__ import annotations
 
 import importlib
+import re
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -20,8 +21,37 @@ from ...domain import MovieMeta, Rated, movie_label
 __all__ = [
     "Completion", "Counters", "Backend", "ChatBackend",
     "LLMError", "LLMAuthError", "LLMTimeout", "LLMRateLimited", "LLMUnavailable", "SERVICE_ERRORS",
-    "BACKENDS", "make_backend", "PromptRequest", "LabelScores", "LabelScorer",
+    "BACKENDS", "make_backend", "PromptRequest", "IndexList", "LabelScores", "LabelScorer",
 ]
+
+_INDEX = re.compile(r"0|[1-9][0-9]*")
+
+
+@dataclass(frozen=True)
+class IndexList:
+    """The format of an answer that is a compact JSON list of distinct indexes (`[3,0,12]`): 1 to `most` of them,
+    each below `size`. A local model is held to it while it generates (`local_lm.AnswerFormat`), so its answer
+    always parses and stops once it is whole."""
+
+    size: int
+    most: int
+
+    def holds(self, text: str) -> bool:
+        """Whether `text` is such an answer, or the start of one."""
+        if not text.startswith("["):
+            return False
+        body, closed = (text[1:-1], True) if text.endswith("]") else (text[1:], False)
+        *picked, last = body.split(",")
+        if not all(_INDEX.fullmatch(p) and int(p) < self.size for p in picked):
+            return False
+        used = {int(p) for p in picked}
+        if len(used) < len(picked) or len(picked) >= min(self.most, self.size):
+            return False  # a repeat, or a comma after the last pick the list may hold
+        if closed:
+            return bool(_INDEX.fullmatch(last)) and int(last) < self.size and int(last) not in used
+        if last and not _INDEX.fullmatch(last):
+            return False
+        return any(str(i).startswith(last) for i in range(self.size) if i not in used)
 
 
 @dataclass(frozen=True)
@@ -44,6 +74,7 @@ class PromptRequest:
     # The answer's first characters, written for the model (`["` of a JSON list of strings): a local model goes on
     # from them and its answer starts with them; a chat API is asked without them.
     prefill: str = ""
+    answer: IndexList | None = None  # a format a local model is held to token by token (None: free text)
 
     @property
     def text(self) -> str:

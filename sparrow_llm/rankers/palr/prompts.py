@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 from ...config import ConfigError, LLMSettings
 from ...domain import MovieMeta, Rated, movie_label, movie_text, spoken_title
 from ...schema import LIKED_RATING
-from ..llm.base import PromptRequest
+from ..llm.base import IndexList, PromptRequest
 
 __all__ = [
     "Rated", "PromptRequest", "Prompts", "naive_rank_prompt", "movie_label", "movie_text", "PROMPT_VERSION",
@@ -145,7 +145,7 @@ class Prompts:
         )
         return PromptRequest("rank", self.version, ({"role": "user", "content": text},),
                              top_n * _TOKENS_PER_INDEX + _FORMAT_TOKENS, recent, tuple(candidates), profile, top_n,
-                             stop=RANK_END, prefill="[")
+                             stop=RANK_END, prefill="[", answer=IndexList(len(candidates), top_n))
 
     def reasons_request(self, history: Sequence[Rated], movies: Sequence[MovieMeta],
                         profile: str = "") -> PromptRequest:

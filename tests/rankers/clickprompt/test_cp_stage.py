@@ -310,4 +310,4 @@ def test_why_names_the_nearest_liked_movie_else_the_ratings_else_the_prediction(
     assert why(casino, [heat], 0.5) == "close to Heat, which you liked (Crime)"
     up = MovieMeta(4, "Up", 2009, ("Animation",), 4.0, 9)
     assert why(up, [heat, fargo], 0.5) == "rated 4.0 by 9 people here"
-    assert why(MovieMeta(5, "New", 2024, ("Animation",), 0.0, 0), [heat], 0.51) == "p(click)=0.51"
+    assert why(MovieMeta(5, "New", 2024, ("Animation",), 0.0, 0), [heat], 0.51) == "a 51% chance you will like it, by your ratings so far"

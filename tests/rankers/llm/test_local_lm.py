@@ -12,6 +12,7 @@ from sparrow_llm.config import ConfigError, LLMSettings
 from sparrow_llm.domain import Rated
 from sparrow_llm.rankers.llm.base import BACKENDS, LLMError, PromptRequest, make_backend
 from sparrow_llm.rankers.llm.local_lm import DEFAULT_FILE, LocalLMBackend, converted_model, model_source
+from sparrow_llm.rankers.palr.parsing import PARSE_OK, parse_ranking
 from sparrow_llm.rankers.palr.prompts import Prompts
 from sparrow_llm.rankers.palr.ranker import PalrRanker, cache_key
 from sparrow_llm.store import FileStore
@@ -89,6 +90,20 @@ def test_generation_is_greedy_and_counts_real_tokens(lm):
     assert first.text and first.prompt_tokens == expected and 1 <= first.completion_tokens <= 6
     assert first.latency_s > 0 and first.model == "SmolLM2-135M-Instruct.Q4_1"
     assert lm.complete(messages, max_tokens=6, temperature=0.0).text == first.text
+
+
+def test_a_rank_answer_is_held_to_its_format_and_stops_at_its_end(lm):
+    # The free SmolLM2 lists indexes past the cap and repeats them; held to the format, every answer parses ok.
+    prompts = Prompts.from_settings(SETTINGS)
+    history = [Rated(MOVIES[m], r) for m, r in CRIME_FAN]
+    candidates = [m for m in MOVIES.values() if m.movie_id not in dict(CRIME_FAN)]  # 10 of them
+    for top_n in (3, 12):  # 12: every candidate, the list ends when none is left
+        request = prompts.rank_request(history, candidates, "Loves crime.", top_n=top_n)
+        answer = lm.rank(request)
+        parsed = parse_ranking(answer.text, request.labels)
+        assert request.answer.holds(answer.text) and answer.text.endswith("]"), answer.text
+        assert parsed.status == PARSE_OK and len(parsed.indexes) == len(set(parsed.indexes)) <= request.top_n
+        assert answer.completion_tokens < request.max_tokens  # it stopped at its end, not at the cap
 
 
 def test_requests_from_many_threads_are_generated_in_one_batch(lm, monkeypatch):

@@ -5,6 +5,7 @@ import pytest
 
 from sparrow_llm.domain import MovieMeta
 from sparrow_llm.config import ConfigError, LLMSettings
+from sparrow_llm.rankers.llm.base import IndexList
 from sparrow_llm.rankers.palr.parsing import PARSE_FALLBACK, PARSE_OK, PARSE_REPAIRED, parse_ranking, parse_reasons
 from sparrow_llm.rankers.palr.prompts import (PROFILE_END, PROMPT_VERSION, RANK_END, REASONS_END, Prompts, Rated,
                                              movie_label, naive_rank_prompt, reasons_end)
@@ -43,6 +44,7 @@ def test_rank_prompt_is_compact_recent_and_indexed(prompts):
     # No movie ids anywhere, each title once.
     assert "15" not in text.replace("1995", "") and text.count("Finding Nemo") == 1
     assert request.version == PROMPT_VERSION == "v2" and request.step == "rank"
+    assert request.answer == IndexList(size=3, most=2)  # the format a local model is held to
     assert request.labels == ["Finding Nemo (2003)", "Alien (1979)", "Godfather, The (1972)"]
     assert [r.movie.title for r in request.history] == [f"Film {i}" for i in range(7, 12)]
     # Room for two indexes and the brackets, no more: the answer ends at its "]".
@@ -224,6 +226,23 @@ def test_reasons_prompt_shows_liked_history_and_the_served_top(prompts):
     assert text.index("Finding Nemo|") < text.index("Godfather|") and "Loves crime." in text
     assert '["reason",...]' in text and request.stop == reasons_end(2) and request.prefill == '["'
     assert 2 * 8 <= request.max_tokens <= 2 * 12 + 4  # about ten tokens a reason
+
+
+@pytest.mark.parametrize("text, holds", [
+    ("[", True), ("[1", True), ("[1,", True), ("[12", True), ("[12,3", True), ("[12,3]", True), ("[0]", True),
+    ("[1,1]", False), ("[1,1", True),  # a repeat; "1" may still become 10, 11 or 12
+    ("[13", False), ("[2", True), ("[20", False),  # 13 and 20 are out of range (size 13); 2 may still be 2
+    ("[01", False), ("[]", False), ("[1,]", False), ("[1,2,3,", False),  # a comma after the third (most) pick
+    ("[1,2,3]", True), ("[ 1", False), ("1", False), ("[1]]", False), ("[1],", False),
+])
+def test_an_index_list_holds_its_prefixes(text, holds):
+    assert IndexList(size=13, most=3).holds(text) is holds
+
+
+def test_an_index_list_needs_an_unused_index_for_a_partial_one():
+    assert IndexList(size=3, most=5).holds("[0,1,")  # 2 is left
+    assert not IndexList(size=3, most=5).holds("[0,1,2,")  # nothing is left, though 5 were allowed
+    assert IndexList(size=12, most=5).holds("[1,10,") and not IndexList(size=12, most=5).holds("[1,10,11,0,1")
 
 
 @pytest.mark.parametrize("answer, end", [
