@@ -58,11 +58,12 @@ _PROFILE_FIELDS = (
 PROFILE_COLUMNS = tuple(f.name for f in _PROFILE_FIELDS)
 _HISTORY = "_history"
 _STATUS, _LLM_CALLS, _PROMPT_TOKENS, _COMPLETION_TOKENS = "_status", "_llmCalls", "_promptTokens", "_completionTokens"
+_BY_MODEL = "_byModel"  # 1 when the profile written now is the model's own (true of the history), 0 otherwise
 _WRITTEN, _UNCHANGED, _FAILED = "written", "unchanged", "failed"
 # One result row per user: the profile (as stored now; nulls but the id when its call failed), then what happened.
 _RESULT_SCHEMA = StructType([
     *_PROFILE_FIELDS, StructField(_STATUS, StringType(), False),
-    *(StructField(c, LongType(), False) for c in (_LLM_CALLS, _PROMPT_TOKENS, _COMPLETION_TOKENS)),
+    *(StructField(c, LongType(), False) for c in (_LLM_CALLS, _PROMPT_TOKENS, _COMPLETION_TOKENS, _BY_MODEL)),
 ])
 
 
@@ -76,6 +77,7 @@ class ProfileSummary:
     written: int
     skipped: int
     failed: int
+    by_model: int  # of the written: the model's own profile (the others: the data profile, the model's was not true)
     llm_calls: int
     prompt_tokens: int
     completion_tokens: int
@@ -86,7 +88,8 @@ class ProfileSummary:
 
     def line(self) -> str:
         rate = self.users / self.wall_s if self.wall_s else 0.0
-        return (f"profiles ({self.backend}, {self.version}): {self.users} users, {self.written} written, "
+        return (f"profiles ({self.backend}, {self.version}): {self.users} users, {self.written} written "
+                f"({self.by_model} by the model, {self.written - self.by_model} from the data: the model's was not true), "
                 f"{self.skipped} skipped (unchanged), {self.llm_calls} LLM calls, tokens {self.prompt_tokens} in / "
                 f"{self.completion_tokens} out, {self.failed} failed in {self.wall_s:.1f} s ({rate:.1f} users/s; "
                 f"{self.partitions} partitions x {self.concurrency} calls in flight)")
@@ -121,7 +124,7 @@ def _result(profile: Profile, status: str, llm_calls: int = 0) -> tuple:
     meta = profile.meta if llm_calls else {}
     tokens = (int(meta.get("prompt_tokens", 0)), int(meta.get("completion_tokens", 0)))
     return (profile.user_id, profile.text, profile.backend, profile.version, profile.history_hash,
-            profile.created_at_ms, status, llm_calls, *tokens)
+            profile.created_at_ms, status, llm_calls, *tokens, int(meta.get("written_by") == "model"))
 
 
 class _Outcome(NamedTuple):
@@ -134,7 +137,7 @@ def _profile_user(llm: Backend, history: UserHistory, movies: Mapping[int, Movie
         profile = write_profile(llm, history, movies, prompts)
     except LLMError as exc:  # one user's failure; its old profile, if any, stays
         log.warning("profile of user %s failed: %s", history.user_id, exc)
-        return _Outcome(None, (history.user_id, None, None, None, None, None, _FAILED, 1, 0, 0))
+        return _Outcome(None, (history.user_id, None, None, None, None, None, _FAILED, 1, 0, 0, 0))
     return _Outcome(profile, _result(profile, _WRITTEN, llm_calls=1))
 
 
@@ -184,7 +187,7 @@ def _profile_totals(results: DataFrame, parquet_out: str | None) -> dict[str, in
     status = F.col(_STATUS)
     sums = [F.count(F.lit(1)).alias("users"),
             *(F.sum((status == s).cast(LongType())).alias(s) for s in (_WRITTEN, _UNCHANGED, _FAILED)),
-            *(F.sum(c).alias(c) for c in (_LLM_CALLS, _PROMPT_TOKENS, _COMPLETION_TOKENS))]
+            *(F.sum(c).alias(c) for c in (_LLM_CALLS, _PROMPT_TOKENS, _COMPLETION_TOKENS, _BY_MODEL))]
     if parquet_out is None:
         totals = results.agg(*sums).first().asDict()
     else:
@@ -243,7 +246,7 @@ def run_profiles(settings: Settings, *, ratings: str | os.PathLike | None = None
                 movies_bc.destroy()
         return ProfileSummary(
             backend=backend, version=version, users=totals["users"], written=totals[_WRITTEN],
-            skipped=totals[_UNCHANGED], failed=totals[_FAILED], llm_calls=totals[_LLM_CALLS],
+            skipped=totals[_UNCHANGED], failed=totals[_FAILED], by_model=totals[_BY_MODEL], llm_calls=totals[_LLM_CALLS],
             prompt_tokens=totals[_PROMPT_TOKENS], completion_tokens=totals[_COMPLETION_TOKENS],
             partitions=partitions, concurrency=concurrency, wall_s=time.perf_counter() - started,
             parquet=None if parquet_out is None else os.fspath(parquet_out))

@@ -38,7 +38,7 @@ from ..llm.local_lm import LocalLMBackend
 from .checkpoint import serving_model
 from .parsing import PARSE_FALLBACK, PARSE_OK, parse_ranking, parse_reasons
 from .prompts import OPTION_LABELS, PromptRequest, Prompts, Rated
-from .reasons import ListReasons
+from .reasons import PROFILE_RULE, ListReasons, checked_profile
 
 __all__ = ["PalrRanker", "write_profile", "profile_version", "history_hash", "cache_key", "from_settings",
            "DEFAULT_K", "DEFAULT_TOP_N", "DEFAULT_CHOICE_K", "DEFAULT_REASONS"]
@@ -67,9 +67,9 @@ def _version(prompts: Prompts) -> str:
 
 
 def profile_version(prompts: Prompts) -> str:
-    """What a profile is stamped with: the ranker's version and the profile template's content, so that a profile
-    job rewrites the profiles of an edited template."""
-    return f"{_version(prompts)}-{prompts.template_key('profile')}"
+    """What a profile is stamped with: the ranker's version, the profile template's content and the rule that checks
+    it, so that a profile job rewrites the profiles of an edited template or an older rule."""
+    return f"{_version(prompts)}-{prompts.template_key('profile')}-{PROFILE_RULE}"
 
 
 def cache_key(llm: Backend, request: PromptRequest) -> str:
@@ -80,14 +80,21 @@ def cache_key(llm: Backend, request: PromptRequest) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+_MODEL_TEXT_CHARS = 400
+
+
 def write_profile(llm: Backend, history: UserHistory, movies: Mapping[int, MovieMeta],
                   prompts: Prompts) -> Profile:
-    """PALR step 1 for one user: a pure function of its inputs and the backend. Raises LLMError."""
-    completion = llm.profile(prompts.profile_request(_rated(history.ratings, movies)))
-    return Profile(history.user_id, completion.text.strip(), llm.name, profile_version(prompts),
-                   history_hash(history.ratings),
+    """PALR step 1 for one user: a pure function of its inputs and the backend. Raises LLMError. The model's
+    profile is stored when it is true of the history, else the data profile (`reasons.checked_profile`);
+    `meta["written_by"]` says which, and `meta["model_text"]` keeps a replaced answer's start for review."""
+    rated = _rated(history.ratings, movies)
+    completion = llm.profile(prompts.profile_request(rated))
+    text, kept = checked_profile(completion.text, rated)
+    return Profile(history.user_id, text, llm.name, profile_version(prompts), history_hash(history.ratings),
                    meta={"model": completion.model, "prompt_tokens": completion.prompt_tokens,
-                         "completion_tokens": completion.completion_tokens})
+                         "completion_tokens": completion.completion_tokens, "written_by": "model" if kept else "data",
+                         **({} if kept else {"model_text": completion.text.strip()[:_MODEL_TEXT_CHARS]})})
 
 
 @dataclass

@@ -13,6 +13,11 @@ it ("Crime, like Heat"), a recently liked movie that shares a genre ("you recent
 movie of the same decade ("1990s, like Heat"), and how the movie is rated here. `ListReasons` gives a list's
 movies their reasons in order, each the first true one no earlier movie of the list took: no two movies
 share a reason unless nothing else is true of the later one.
+
+Profiles are held to the same rule (`checked_profile`): the model's four lines are kept only when each says
+only what the history shows (`Likes:` genres of liked movies, `Dislikes:` genres of movies rated low or
+"none", `Eras:` decades of liked movies, `Loved:` titles of liked movies), else the user's data profile
+(`data_profile`, the same four lines counted from the history) stands in for it.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from ...domain import MovieMeta, Rated, spoken_title
 from ...schema import LIKED_RATING
 
 __all__ = ["data_reason", "data_reasons", "ReasonChecker", "ListReasons", "named_genres", "GENRE_WORDS",
-           "RECENT_LIKED"]
+           "RECENT_LIKED", "PROFILE_KEYS", "PROFILE_RULE", "DISLIKED_RATING", "data_profile", "checked_profile"]
 
 # movies.csv's genres and the other words a reason uses for them ("animated", "sci fi").
 GENRE_WORDS: dict[str, tuple[str, ...]] = {
@@ -199,3 +204,80 @@ class ListReasons:
     def _take(self, reason: str) -> str:
         self._used.add(reason)
         return reason
+
+
+PROFILE_KEYS = ("Likes", "Dislikes", "Eras", "Loved")  # the profile template's lines, in order
+PROFILE_RULE = "checked1"  # in every profile's version: a new rule here makes the profile job write them again
+DISLIKED_RATING = 2.5  # at or below: a movie the user rates low
+_NONE = {"", "none", "nothing", "n a", "no", "-"}
+_SEPARATORS = re.compile(r"\b(?:and|or|movies|films|the)\b|[^\w]+", re.IGNORECASE)
+_DECADE = re.compile(r"\b(\d{3})0s\b")
+_PROFILE_LINE = re.compile(r"^\s*(" + "|".join(PROFILE_KEYS) + r")\s*:(.*)$", re.IGNORECASE)
+
+
+def _decade(movie: MovieMeta) -> int | None:
+    return movie.release_year // 10 * 10 if movie.release_year else None
+
+
+def _top(counts: Mapping, n: int) -> list:
+    return [k for k, c in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))) if c][:n]
+
+
+def data_profile(history: Sequence[Rated]) -> str:
+    """The four profile lines counted from the history (oldest first): the 3 genres most liked movies share, the
+    2 genres of the movies rated low that no liked line names, the 2 decades with most liked movies, and the 3
+    most recent movies at the user's highest rating."""
+    liked = [r.movie for r in _liked(history)]
+    low = [r.movie for r in history if r.rating <= DISLIKED_RATING]
+    likes = _top({g: sum(g in m.genres for m in liked) for m in liked for g in m.genres}, 3)
+    dislikes = _top({g: sum(g in m.genres for m in low) for m in low for g in m.genres if g not in likes}, 2)
+    eras = _top({d: sum(_decade(m) == d for m in liked) for m in liked if (d := _decade(m))}, 2)
+    best = max((r.rating for r in history), default=0.0)
+    loved = [spoken_title(r.movie) for r in reversed(history) if r.rating == best and r.rating >= LIKED_RATING][:3]
+    return "\n".join(f"{key}: {value}" for key, value in zip(PROFILE_KEYS, (
+        ", ".join(likes) or "none", ", ".join(dislikes) or "none", ", ".join(f"{d}s" for d in eras) or "none",
+        "; ".join(loved) or "none")))
+
+
+def _only(text: str, allowed: Iterable[str]) -> bool:
+    """Whether `text` (normalised) says nothing but the `allowed` names (normalised), joined by separators."""
+    rest = f" {text} "
+    for name in sorted(allowed, key=len, reverse=True):
+        rest = rest.replace(f" {name} ", " ")
+    return not _SEPARATORS.sub(" ", rest).strip()
+
+
+def _genre_line(value: str, movies: Sequence[MovieMeta], *, may_be_none: bool) -> bool:
+    if _norm(value) in _NONE:
+        return may_be_none
+    allowed = {g for m in movies for g in m.genres}
+    words = {_norm(w) for g in allowed for w in GENRE_WORDS.get(g, (g,))}
+    return bool(named_genres(value)) and named_genres(value) <= allowed and _only(_norm(value), words)
+
+
+def _profile_true(lines: Mapping[str, str], history: Sequence[Rated]) -> bool:
+    liked = [r.movie for r in _liked(history)]
+    low = [r.movie for r in history if r.rating <= DISLIKED_RATING]
+    decades = {str(d)[:3] for m in liked if (d := _decade(m))}
+    eras = lines["eras"]
+    titles = {name for m in liked for name in _names(m)}
+    loved = _norm(lines["loved"])
+    return (_genre_line(lines["likes"], liked, may_be_none=False)
+            and _genre_line(lines["dislikes"], low, may_be_none=True)
+            and bool(_DECADE.findall(eras)) and set(_DECADE.findall(eras)) <= decades
+            and _only(_norm(_DECADE.sub(" ", eras)), ())
+            and bool(loved) and _only(loved, titles) and any(f" {t} " in f" {loved} " for t in titles))
+
+
+def checked_profile(text: str, history: Sequence[Rated]) -> tuple[str, bool]:
+    """The model's profile when it is the four lines, each true of `history` (module docstring), else the data
+    profile; and whether the model's was kept."""
+    lines: dict[str, str] = {}
+    for line in text.strip().splitlines():
+        match = _PROFILE_LINE.match(line)
+        if match is None or match.group(1).casefold() in lines:
+            break
+        lines[match.group(1).casefold()] = match.group(2).strip()
+    if list(lines) == [k.casefold() for k in PROFILE_KEYS] and _profile_true(lines, history):
+        return "\n".join(f"{key}: {lines[key.casefold()]}" for key in PROFILE_KEYS), True
+    return data_profile(history), False

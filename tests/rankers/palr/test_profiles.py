@@ -22,7 +22,7 @@ import pytest
 
 from sparrow_llm.bridge.client import BridgeClient
 
-from sparrow_llm.domain import UserHistory, UserRating
+from sparrow_llm.domain import Rated, UserHistory, UserRating
 from sparrow_llm.config import Settings
 from sparrow_llm.rankers.llm.local_minilm import LocalMiniLMBackend
 from sparrow_llm.rankers.palr.ranker import history_hash, write_profile
@@ -33,6 +33,7 @@ from sparrow_llm.schema import (
 )
 from sparrow_llm.pipeline.rerank_spark import run_rerank_spark
 from sparrow_llm.rankers.palr.profiles import PROFILE_COLUMNS, movie_metas, run_profiles
+from sparrow_llm.rankers.palr.reasons import data_profile
 from sparrow_llm.spark import read_movies, read_ratings
 from sparrow_llm.domain import Profile
 from sparrow_llm.store import FileStore
@@ -199,6 +200,11 @@ def _profile_answer(body: dict) -> Reply:
     return Reply(content=f"profile {_digest(body['messages'][0]['content'])}", delay_s=LATENCY_S, usage=(100, 10))
 
 
+def _answer(profile: Profile) -> str:
+    """What the backend answered: the stored text, or the model's text that a data profile replaced."""
+    return profile.meta.get("model_text", profile.text)
+
+
 def _prompt_digests(requests: list[dict]) -> list[str]:
     return [_digest(body["messages"][0]["content"]) for body in requests]
 
@@ -236,9 +242,9 @@ def test_a_killed_job_resumes_without_asking_twice(fake_glm, spark, ratings, tmp
     stored = _profile_files(store_dir)
     assert IN_FLIGHT <= len(stored) < len(users)
     for path in stored.values():  # whole records only (temp files renamed over, never written in place)
-        assert Profile.from_json(path.read_text()).text.startswith("profile ")
+        assert _answer(Profile.from_json(path.read_text())).startswith("profile ")
     assert killed_calls <= len(stored) + IN_FLIGHT
-    stored_digests = {FileStore(store_dir).get_profile(u).text.split()[1] for u in stored}
+    stored_digests = {_answer(FileStore(store_dir).get_profile(u)).split()[1] for u in stored}
 
     settings = _settings(store_dir, backend="zhipuai", api_key=VALID_KEY, base_url=fake_glm.url,
                          concurrency=CONCURRENCY)
@@ -253,10 +259,30 @@ def test_a_killed_job_resumes_without_asking_twice(fake_glm, spark, ratings, tmp
     assert fake_glm.calls <= len(users) + IN_FLIGHT
     assert set(_profile_files(store_dir)) == set(users)
     store = FileStore(store_dir)
-    texts = {u: store.get_profile(u).text.split()[1] for u in users}
+    texts = {u: _answer(store.get_profile(u)).split()[1] for u in users}
     assert set(texts.values()) == stored_digests | set(rerun)  # each profile is the answer to its own request
     table = pd.read_parquet(tmp_path / "profiles")
     assert sorted(table[COL_USER]) == users  # every user once
+
+
+def test_a_true_profile_is_the_models_and_a_false_one_is_replaced(fake_glm, spark, ratings, fixture_webroot,
+                                                                   tmp_path):
+    settings = _settings(tmp_path / "store", backend="zhipuai", api_key=VALID_KEY, base_url=fake_glm.url,
+                         concurrency=1)
+    histories, metas = _histories(ratings), _metas(spark, fixture_webroot)
+    rated = {u: [Rated(metas[r.movie_id], r.rating) for r in histories[u] if r.movie_id in metas] for u in (1, 2)}
+    prompt = Prompts.from_settings(settings.llm).profile_request(rated[1]).messages[0]["content"]
+    true_profile, false_profile = data_profile(rated[1]), "Likes: 1995, 1990, 1994, 1994, 1994,"
+    fake_glm.default = lambda body: Reply(content=true_profile if body["messages"][0]["content"] == prompt
+                                          else false_profile, usage=(50, 5))
+    summary = run_profiles(settings, users=[1, 2], spark=spark, partitions=1, progress=False)
+    assert (summary.written, summary.by_model, summary.llm_calls) == (2, 1, 2)
+    assert "2 written (1 by the model, 1 from the data" in summary.line()
+    store = FileStore(tmp_path / "store")
+    kept, replaced = store.get_profile(1), store.get_profile(2)
+    assert kept.text == true_profile and kept.meta["written_by"] == "model" and "model_text" not in kept.meta
+    assert replaced.text == data_profile(rated[2]) != false_profile
+    assert replaced.meta["written_by"] == "data" and replaced.meta["model_text"] == false_profile
 
 
 def test_a_failing_user_is_counted_not_fatal(fake_glm, spark, ratings, tmp_path):

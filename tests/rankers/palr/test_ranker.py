@@ -9,13 +9,14 @@ import time
 
 import pytest
 
-from sparrow_llm.domain import UserHistory, UserRating
+from sparrow_llm.domain import Rated, UserHistory, UserRating
 from sparrow_llm.config import LLMSettings, Settings
 from sparrow_llm.rankers.llm.base import make_backend
 from sparrow_llm.rankers.llm.local_minilm import LocalMiniLMBackend
 from sparrow_llm.rankers.llm.zhipu import ZhipuBackend
 from sparrow_llm.rankers.palr.ranker import PalrRanker, cache_key, from_settings, history_hash, write_profile
 from sparrow_llm.rankers.palr.prompts import Prompts
+from sparrow_llm.rankers.palr.reasons import PROFILE_RULE, data_profile
 from sparrow_llm.rankers.base import Ranker
 from sparrow_llm.registry import make_ranker
 from sparrow_llm.domain import Record
@@ -24,7 +25,8 @@ from sparrow_llm.store import FileStore
 from tests.fake_glm import (CRIME_FAN, KIDS_FAN, MOVIES, Reply, context, fake_glm,  # noqa: F401
                        glm_settings)
 
-PROFILE = "Loves animated family films; avoids horror."
+# True of KIDS_FAN (user 1's history in these tests), so write_profile keeps it.
+PROFILE = "Likes: Animation, Children\nDislikes: Horror\nEras: 1990s\nLoved: Toy Story and Aladdin"
 
 
 def _candidate_ids(body: dict) -> dict[int, int]:
@@ -240,16 +242,20 @@ def test_write_profile(fake_glm, glm_settings, tmp_path):
     ratings = tuple(UserRating(m, r, 1000 + i) for i, (m, r) in enumerate(KIDS_FAN))
     profile = write_profile(backend, UserHistory(1, True, ratings), MOVIES, prompts)
     assert (profile.user_id, profile.text, profile.backend, profile.version) == (
-        1, PROFILE, "zhipuai:glm-4-flash", "palr-v2-" + prompts.template_key("profile"))
+        1, PROFILE, "zhipuai:glm-4-flash", f"palr-v2-{prompts.template_key('profile')}-{PROFILE_RULE}")
     edited = tmp_path / "prompts"
     shutil.copytree(glm_settings.prompts_dir, edited)
     (edited / "profile.v2.txt").write_text((edited / "profile.v2.txt").read_text() + " Be brief.")
     assert Prompts(edited).template_key("profile") != prompts.template_key("profile")  # an edit re-profiles
     rows = "".join(f"{m},{r:g},{1000 + i}\n" for i, (m, r) in enumerate(KIDS_FAN))
     assert profile.history_hash == hashlib.sha256(rows.encode()).hexdigest() == history_hash(ratings)
-    assert profile.meta == {"model": "glm-4-flash", "prompt_tokens": 90, "completion_tokens": 11}
+    assert profile.meta == {"model": "glm-4-flash", "prompt_tokens": 90, "completion_tokens": 11, "written_by": "model"}
     assert history_hash(ratings[:-1] + (UserRating(7, 2.0, 1005),)) != profile.history_hash
     assert "\n1.5: Saw (2004)|Horror Thriller\n" in fake_glm.requests[0]["messages"][0]["content"]
+    fake_glm.default = Reply(content="Loves animated family films; avoids horror.", usage=(90, 11))  # not 4 lines
+    replaced = write_profile(backend, UserHistory(1, True, ratings), MOVIES, prompts)
+    assert replaced.text == data_profile([Rated(MOVIES[m], r) for m, r in KIDS_FAN]) and replaced.meta["written_by"] == "data"
+    assert replaced.meta["model_text"] == "Loves animated family films; avoids horror."
 
 
 # ---- the local backend end to end ---------------------------------------------------------------
@@ -270,7 +276,9 @@ def test_local_palr_end_to_end(local_backend, tmp_path):
     assert _ids(horror).index(13) < _ids(horror).index(14)  # Scream before Monsters, Inc.
     assert "Animation" in kids.items[0].reason
     profile = write_profile(local_backend, UserHistory(1, True, users[0].ratings), MOVIES, prompts)
-    assert profile.backend == "local-minilm" and "Favourite genres: Animation" in profile.text
+    # The stand-in's summary is not the template's four lines: the data profile is stored, its text kept aside.
+    assert profile.backend == "local-minilm" and "Favourite genres: Animation" in profile.meta["model_text"]
+    assert profile.text.startswith("Likes: Animation") and profile.meta["written_by"] == "data"
     calls = local_backend.counters.snapshot()["calls"]
     again = PalrRanker(local_backend, prompts, store).rank_many(users)
     assert local_backend.counters.snapshot()["calls"] == calls

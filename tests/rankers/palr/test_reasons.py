@@ -18,7 +18,7 @@ from sparrow_llm.pipeline.rerank import RerankSummary, rank_contexts
 from sparrow_llm.rankers.llm.zhipu import ZhipuBackend
 from sparrow_llm.rankers.palr.prompts import Prompts
 from sparrow_llm.rankers.palr.ranker import PalrRanker
-from sparrow_llm.rankers.palr.reasons import ReasonChecker, data_reason
+from sparrow_llm.rankers.palr.reasons import ReasonChecker, checked_profile, data_profile, data_reason
 from sparrow_llm.store import FileStore
 
 from tests.fake_glm import Reply, fake_glm, glm_settings  # noqa: F401  (fixtures)
@@ -53,6 +53,40 @@ def test_a_false_reason_is_replaced_by_a_true_one(reason, kept):
     assert (checked == reason) == kept and checker.replaced == (0 if kept else 1)
     if not kept:
         assert checked == data_reason(CASINO, HISTORY) == "Crime, like Heat"
+
+
+PROFILE_HISTORY = [Rated(SCHINDLER, 5.0), Rated(HEAT, 4.5), Rated(GODFATHER, 2.0), Rated(PRESIDENT, 5.0)]
+
+
+def test_the_data_profile_counts_the_four_lines_from_the_history():
+    assert data_profile(PROFILE_HISTORY) == (
+        "Likes: Drama, Action, Comedy\nDislikes: Crime\nEras: 1990s\nLoved: The American President; Schindler's List")
+    assert data_profile([Rated(HEAT, 3.0)]) == "Likes: none\nDislikes: none\nEras: none\nLoved: none"
+
+
+KEPT = "Likes: Drama, War\nDislikes: Crime\nEras: 1990s\nLoved: Heat and Schindler's List"
+
+
+@pytest.mark.parametrize("profile, stored", [
+    (KEPT, KEPT),
+    ("likes: drama\ndislikes: none\neras: the 1990s\nloved: The American President\n",
+     "Likes: drama\nDislikes: none\nEras: the 1990s\nLoved: The American President"),
+    ("Likes: Drama\nDislikes: none\nEras: 1990s\nLoved: Heat\nThat is all.",  # the rest is cut off
+     "Likes: Drama\nDislikes: none\nEras: 1990s\nLoved: Heat"),
+    ("Likes: Drama, Horror\nDislikes: Crime\nEras: 1990s\nLoved: Heat", None),  # no liked horror film
+    ("Likes: Drama\nDislikes: Romance\nEras: 1990s\nLoved: Heat", None),  # the romance was loved, not low
+    ("Likes: Drama\nDislikes: Crime\nEras: 1970s\nLoved: Heat", None),  # the 1970s film was rated 2
+    ("Likes: Drama\nDislikes: Crime\nEras: 1990s\nLoved: The Godfather", None),  # rated 2: not loved
+    ("Likes: Drama\nDislikes: Crime\nEras: 1990s\nLoved: Goodfellas", None),  # never rated
+    ("Likes: 1995, 1990, 1994, 1994, 1994", None),  # SmolLM2's: one line, no genre
+    ("Likes: Action Adventure, Action Adventure, Brave Heart\nDislikes: none\nEras: 1990s\nLoved: Heat", None),
+    ("Likes: Drama\nEras: 1990s\nDislikes: Crime\nLoved: Heat", None),  # out of order
+    ("", None),
+])
+def test_a_profile_is_the_models_only_when_every_line_is_true(profile, stored):
+    text, model = checked_profile(profile, PROFILE_HISTORY)
+    assert model is (stored is not None)
+    assert text == (stored or data_profile(PROFILE_HISTORY))
 
 
 def test_data_reasons_pair_a_shared_genre_with_a_liked_movie_that_has_it():
