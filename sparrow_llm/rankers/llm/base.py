@@ -30,7 +30,7 @@ _INDEX = re.compile(r"0|[1-9][0-9]*")
 @dataclass(frozen=True)
 class IndexList:
     """The format of an answer that is a compact JSON list of distinct indexes (`[3,0,12]`): 1 to `most` of them,
-    each below `size`. A local model is held to it while it generates (`local_lm.AnswerFormat`), so its answer
+    each below `size`. A local model is held to it while it generates (`decoding.AnswerFormat`), so its answer
     always parses and stops once it is whole."""
 
     size: int

@@ -254,7 +254,7 @@ def test_an_index_list_needs_an_unused_index_for_a_partial_one():
     ("[3,17", None),
 ])
 def test_every_answer_has_an_end(answer, end):
-    from sparrow_llm.rankers.llm.local_lm import answer_end
+    from sparrow_llm.rankers.llm.decoding import answer_end
 
     stop = RANK_END if answer.startswith("[3") else REASONS_END if answer.startswith('["') else PROFILE_END
     assert answer_end(answer, stop) == end
