@@ -160,7 +160,9 @@ class PalrRanker(BaseRanker):
             return None
         tally = _Tally()
         try:
-            profile = "" if not self._needs_profile else ctx.profile.text if ctx.profile else self._answer(
+            # A stored profile goes into every prompt that shows one (the reasons' too); one is written here only
+            # for a ranking prompt that needs it.
+            profile = ctx.profile.text if ctx.profile else "" if not self._needs_profile else self._answer(
                 self.llm.profile, self.prompts.profile_request(history), tally, usable=lambda text: bool(text.strip()))
             if self.scores_labels:
                 window = candidates[: self.choice_k]

@@ -182,6 +182,17 @@ def test_reasons_are_written_in_one_generation_per_user_stop_and_are_cached(lm, 
     assert all(r.meta["llm_calls"] == 0 and r.meta["cache"] == "hit" for r in again)
 
 
+def test_a_stored_profile_goes_into_the_reasons_prompt(lm, tmp_path, monkeypatch):
+    # The choose prompt shows no profile, so none is written for the ranking; a stored one still reaches the reasons.
+    asked, explain = [], lm.explain
+    monkeypatch.setattr(lm, "explain", lambda request: asked.append(request) or explain(request))
+    profile = "Likes: Animation\nDislikes: Horror\nEras: 1990s\nLoved: Toy Story"
+    ranker = PalrRanker(lm, Prompts.from_settings(SETTINGS), FileStore(tmp_path, fsync=False), weight=0.0, reasons=2)
+    ranker.rank_many([context(1, profile=profile), context(2)])
+    texts = sorted(r.text for r in asked)
+    assert len(texts) == 2 and sum(f"Profile: {profile}\n" in t for t in texts) == 1 and sum("Profile: -\n" in t for t in texts) == 1
+
+
 def test_a_backend_error_keeps_the_base_order(lm, tmp_path, monkeypatch):
     def refuse(requests):
         raise LLMError("no model today")
