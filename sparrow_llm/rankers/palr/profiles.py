@@ -88,8 +88,9 @@ class ProfileSummary:
 
     def line(self) -> str:
         rate = self.users / self.wall_s if self.wall_s else 0.0
-        return (f"profiles ({self.backend}, {self.version}): {self.users} users, {self.written} written "
-                f"({self.by_model} by the model, {self.written - self.by_model} from the data: the model's was not true), "
+        origin = (f" ({self.by_model} by the model, {self.written - self.by_model} from the data where the model's "
+                  "was not true)") if self.written else ""
+        return (f"profiles ({self.backend}, {self.version}): {self.users} users, {self.written} written{origin}, "
                 f"{self.skipped} skipped (unchanged), {self.llm_calls} LLM calls, tokens {self.prompt_tokens} in / "
                 f"{self.completion_tokens} out, {self.failed} failed in {self.wall_s:.1f} s ({rate:.1f} users/s; "
                 f"{self.partitions} partitions x {self.concurrency} calls in flight)")

@@ -3,7 +3,8 @@
 A reason is true when every genre it names is one of the candidate's genres, every movie it names (a
 "like X" phrase, or any known title of two or more words) is one the user rated, a "like X" movie is one the
 user liked, and a named genre is also a genre of the liked movie it is paired with ("Comedy, like
-Schindler's List" names a title that lacks that genre). A false reason is replaced by a data reason, which is
+Schindler's List" names a title that lacks that genre); a title named alone ("Rob Roy" beside Blade Runner) stands
+for "because you liked it": a liked movie that shares a genre with the candidate. A false reason is replaced by a data reason, which is
 true by construction. A model's reason that names neither a genre nor a rated movie asserts nothing the data can
 confirm ("Why I Love the Monsters"): it is replaced too.
 
@@ -163,7 +164,11 @@ class ReasonChecker:
         # The longest first: "Toy Story 2", once removed, does not leave "Toy Story" to be read.
         for name in sorted((spans & self._titles) - _names(movie), key=len, reverse=True):
             if f" {name} " in norm:
-                if name not in self._rated:
+                row = self._rated.get(name)
+                # A title named alone ("Rob Roy" for Blade Runner) stands for "because you liked it": a liked movie
+                # that shares a genre with the candidate.
+                if row is None or (not paired and (row.rating < LIKED_RATING
+                                                   or not set(row.movie.genres) & set(movie.genres))):
                     return False, True
                 rated = True
                 norm = norm.replace(f" {name} ", " ")  # a rated title's words are not genre names

@@ -277,7 +277,7 @@ def test_a_true_profile_is_the_models_and_a_false_one_is_replaced(fake_glm, spar
                                           else false_profile, usage=(50, 5))
     summary = run_profiles(settings, users=[1, 2], spark=spark, partitions=1, progress=False)
     assert (summary.written, summary.by_model, summary.llm_calls) == (2, 1, 2)
-    assert "2 written (1 by the model, 1 from the data" in summary.line()
+    assert "2 written (1 by the model, 1 from the data where the model's was not true)," in summary.line()
     store = FileStore(tmp_path / "store")
     kept, replaced = store.get_profile(1), store.get_profile(2)
     assert kept.text == true_profile and kept.meta["written_by"] == "model" and "model_text" not in kept.meta

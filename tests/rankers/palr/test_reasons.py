@@ -46,6 +46,8 @@ HISTORY = [Rated(SCHINDLER, 5.0), Rated(HEAT, 4.5), Rated(GODFATHER, 2.0)]
     ("Romance", False),
     ("Sci-Fi thrills", False),
     ("as good as The American President", False),  # a title the user never rated
+    ("Schindler's List", True),  # a title alone: liked, and a drama as Casino is
+    ("The Godfather", False),  # rated 2.0: not liked
 ])
 def test_a_false_reason_is_replaced_by_a_true_one(reason, kept):
     checker = ReasonChecker(HISTORY, [SCHINDLER, HEAT, GODFATHER, PRESIDENT, CASINO])
