@@ -703,6 +703,25 @@ def test_9_a_bad_movies_csv_in_a_spark_job_is_one_line_naming_the_file(tmp_path,
 
 # ---- case 11: a timeout names the call, the limit and the setting that raises it --------------------
 
+def _stop(pid: int) -> None:
+    """SIGSTOP, and wait until every thread of the process is stopped: kill() returns before that, and a JVM thread
+    already on the other core can still answer a call in between (it did once, on a loaded machine)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    tasks = Path(f"/proc/{pid}/task")
+    while time.monotonic() < deadline:
+        states = []
+        for task in tasks.iterdir():
+            try:
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:  # a thread that ended meanwhile
+                continue
+        if all(state == "T" for state in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop within 10 s")
+
+
 def test_11_a_bridge_call_that_times_out_names_the_call_the_limit_and_the_setting(built_bridge, tmp_path, caplog):
     """A JVM that lives but does not answer (SIGSTOP, as an overloaded machine can make it): one BridgeTimeout
     after the call timeout, not tried again, no py4j traceback; the next call after it answers again works."""
@@ -712,7 +731,7 @@ def test_11_a_bridge_call_that_times_out_names_the_call_the_limit_and_the_settin
             with BridgeClient(settings.bridge) as client:
                 if connected:
                     assert client.info()["movies"] == 755
-                os.kill(host.pid, signal.SIGSTOP)
+                _stop(host.pid)
                 try:
                     started = time.monotonic()
                     with caplog.at_level(logging.DEBUG), pytest.raises(BridgeTimeout) as raised:
@@ -727,7 +746,7 @@ def test_11_a_bridge_call_that_times_out_names_the_call_the_limit_and_the_settin
                 assert not [r for r in caplog.records if r.exc_info or r.name.startswith("py4j")]
                 assert len(client.user_ids()) > 600  # answers again on a fresh connection
         port = json.loads(settings.bridge.connect_file.read_text())["port"]
-        os.kill(host.pid, signal.SIGSTOP)
+        _stop(host.pid)
         try:
             proc = _cli({"SPARROW_LLM_HOME": str(settings.host.work_dir), "SPARROW_LLM_BRIDGE_TIMEOUT_S": "1.5"},
                         "bridge", "info")
