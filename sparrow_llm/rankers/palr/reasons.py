@@ -4,7 +4,8 @@ A reason is true when every genre it names is one of the candidate's genres, eve
 "like X" phrase, or any known title of two or more words) is one the user rated, a "like X" movie is one the
 user liked, and a named genre is also a genre of the liked movie it is paired with ("Comedy, like
 Schindler's List" names a title that lacks that genre); a title named alone ("Rob Roy" beside Blade Runner) stands
-for "because you liked it": a liked movie that shares a genre with the candidate. A false reason is replaced by a data reason, which is
+for "because you liked it": a liked movie that shares a genre with the candidate, and no other words than "you
+liked" and the like ("The Lion King II" is not a reason). A false reason is replaced by a data reason, which is
 true by construction. A model's reason that names neither a genre nor a rated movie asserts nothing the data can
 confirm ("Why I Love the Monsters"): it is replaced too.
 
@@ -47,6 +48,8 @@ _LIKE = re.compile(r"\b(?:like|as in|fans? of)\s+(.+?)\s*(?:[.;!]|,\s|$)", re.IG
 _YEAR = re.compile(r"\s*\(\d{4}\)")
 RECENT_LIKED = 3  # the liked movies a recency reason may name: the user's last three
 _MAX_WORDS = 6  # a "<genre>, like <title>" reason longer than this drops its genre
+# The words a reason may add to a title named alone ("you liked Rob Roy", "because you loved Rob Roy").
+_TITLE_FILLER = frozenset({"you", "liked", "loved", "enjoyed", "because", "since", "as", "also", "and"})
 
 
 def _norm(text: str) -> str:
@@ -175,6 +178,8 @@ class ReasonChecker:
         genres = named_genres(norm)
         if any(g not in movie.genres for g in genres):
             return False, True
+        if rated and not paired and not genres and set(norm.split()) - _TITLE_FILLER:
+            return False, True  # "The Lion King II": a title alone with words the data cannot confirm
         true = not paired or all(any(g in m.genres for m in paired) for g in genres)
         return true, bool(paired or rated or genres)
 

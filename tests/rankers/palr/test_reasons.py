@@ -47,6 +47,8 @@ HISTORY = [Rated(SCHINDLER, 5.0), Rated(HEAT, 4.5), Rated(GODFATHER, 2.0)]
     ("Sci-Fi thrills", False),
     ("as good as The American President", False),  # a title the user never rated
     ("Schindler's List", True),  # a title alone: liked, and a drama as Casino is
+    ("you loved Schindler's List", True),
+    ("Schindler's List II", False),  # a title alone with words the data cannot confirm
     ("The Godfather", False),  # rated 2.0: not liked
 ])
 def test_a_false_reason_is_replaced_by_a_true_one(reason, kept):
