@@ -73,6 +73,10 @@ def _liked(history: Sequence[Rated]) -> list[Rated]:
     return [r for r in history if r.rating >= LIKED_RATING]
 
 
+def _decade(movie: MovieMeta) -> int | None:
+    return movie.release_year // 10 * 10 if movie.release_year else None
+
+
 def _genre_like(genre: str, liked: MovieMeta) -> str:
     text = f"{genre}, like {spoken_title(liked)}"
     return text if len(text.split()) <= _MAX_WORDS else f"like {spoken_title(liked)}"
@@ -98,10 +102,9 @@ def data_reasons(movie: MovieMeta, history: Sequence[Rated], base_reason: str = 
     for other in reversed(liked[-RECENT_LIKED:]):
         if set(other.genres) & set(movie.genres):
             yield f"you recently liked {spoken_title(other)}"
-    if movie.release_year:
-        decade = movie.release_year // 10 * 10
+    if (decade := _decade(movie)) is not None:
         for other in reversed(liked):
-            if other.release_year // 10 * 10 == decade:
+            if _decade(other) == decade:
                 yield f"{decade}s, like {spoken_title(other)}"
     if movie.rating_number:
         yield f"rated {movie.average_rating:.1f} by {movie.rating_number} people here"
@@ -221,12 +224,12 @@ PROFILE_RULE = "checked1"  # in every profile's version: a new rule here makes t
 DISLIKED_RATING = 2.5  # at or below: a movie the user rates low
 _NONE = {"", "none", "nothing", "n a", "no", "-"}
 _SEPARATORS = re.compile(r"\b(?:and|or|movies|films|the)\b|[^\w]+", re.IGNORECASE)
-_DECADE = re.compile(r"\b(\d{3})0s\b")
+_DECADE = re.compile(r"\b(\d{3}0)s\b")
 _PROFILE_LINE = re.compile(r"^\s*(" + "|".join(PROFILE_KEYS) + r")\s*:(.*)$", re.IGNORECASE)
 
 
-def _decade(movie: MovieMeta) -> int | None:
-    return movie.release_year // 10 * 10 if movie.release_year else None
+def _low(history: Sequence[Rated]) -> list[MovieMeta]:
+    return [r.movie for r in history if r.rating <= DISLIKED_RATING]
 
 
 def _top(counts: Mapping, n: int) -> list:
@@ -237,8 +240,7 @@ def data_profile(history: Sequence[Rated]) -> str:
     """The four profile lines counted from the history (oldest first): the 3 genres most liked movies share, the
     2 genres of the movies rated low that no liked line names, the 2 decades with most liked movies, and the 3
     most recent movies at the user's highest rating."""
-    liked = [r.movie for r in _liked(history)]
-    low = [r.movie for r in history if r.rating <= DISLIKED_RATING]
+    liked, low = [r.movie for r in _liked(history)], _low(history)
     likes = _top({g: sum(g in m.genres for m in liked) for m in liked for g in m.genres}, 3)
     dislikes = _top({g: sum(g in m.genres for m in low) for m in low for g in m.genres if g not in likes}, 2)
     eras = _top({d: sum(_decade(m) == d for m in liked) for m in liked if (d := _decade(m))}, 2)
@@ -262,20 +264,19 @@ def _genre_line(value: str, movies: Sequence[MovieMeta], *, may_be_none: bool) -
         return may_be_none
     allowed = {g for m in movies for g in m.genres}
     words = {_norm(w) for g in allowed for w in GENRE_WORDS.get(g, (g,))}
-    return bool(named_genres(value)) and named_genres(value) <= allowed and _only(_norm(value), words)
+    named = named_genres(value)
+    return bool(named) and named <= allowed and _only(_norm(value), words)
 
 
 def _profile_true(lines: Mapping[str, str], history: Sequence[Rated]) -> bool:
     liked = [r.movie for r in _liked(history)]
-    low = [r.movie for r in history if r.rating <= DISLIKED_RATING]
-    decades = {str(d)[:3] for m in liked if (d := _decade(m))}
-    eras = lines["eras"]
+    eras = {int(d) for d in _DECADE.findall(lines["eras"])}
     titles = {name for m in liked for name in _names(m)}
     loved = _norm(lines["loved"])
     return (_genre_line(lines["likes"], liked, may_be_none=False)
-            and _genre_line(lines["dislikes"], low, may_be_none=True)
-            and bool(_DECADE.findall(eras)) and set(_DECADE.findall(eras)) <= decades
-            and _only(_norm(_DECADE.sub(" ", eras)), ())
+            and _genre_line(lines["dislikes"], _low(history), may_be_none=True)
+            and bool(eras) and eras <= {_decade(m) for m in liked}
+            and _only(_norm(_DECADE.sub(" ", lines["eras"])), ())
             and bool(loved) and _only(loved, titles) and any(f" {t} " in f" {loved} " for t in titles))
 
 
